@@ -1,0 +1,212 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/redis/go-redis/v9"
+)
+
+// config is everything xroom reads from the environment; .env.example lists it.
+type config struct {
+	Addr                string
+	RedisURL            string
+	RedisSentinelMaster string
+	RedisCluster        bool
+	EmbeddedRedisAddr   string
+	Prefix              string
+	HistoryMaxLen       int64
+	HistoryOnJoin       int
+	MaxMessageBytes     int
+	DedupWindow         time.Duration
+	APIKey              string
+	AllowedOrigins      []string
+	TailBuffer          int
+	ShutdownTimeout     time.Duration
+	LogLevel            slog.Level
+	LogFormat           string
+}
+
+// withDotEnv returns a getenv that falls back to the .env file (ENV_FILE,
+// default ".env") for variables the environment does not set. A missing
+// file is fine; a malformed one is an error.
+func withDotEnv(getenv func(string) string) (func(string) string, error) {
+	path := getenv("ENV_FILE")
+	explicit := path != ""
+	if !explicit {
+		path = ".env"
+	}
+	file, err := godotenv.Read(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return getenv, nil
+		}
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return file[k]
+	}, nil
+}
+
+// envReader reads variables with defaults and keeps the first error, which
+// names the variable and the value.
+type envReader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (r *envReader) fail(name, value, want string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("invalid %s=%q: %s", name, value, want)
+	}
+}
+
+func (r *envReader) str(name, def string) string {
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *envReader) integer(name string, def, lo, hi int64) int64 {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < lo || n > hi {
+		r.fail(name, raw, fmt.Sprintf("want a whole number from %d to %d", lo, hi))
+		return def
+	}
+	return n
+}
+
+func (r *envReader) duration(name string, def, lo time.Duration) time.Duration {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < lo {
+		r.fail(name, raw, fmt.Sprintf("want a duration of at least %s, such as 10s or 5m", lo))
+		return def
+	}
+	return d
+}
+
+func (r *envReader) boolean(name string, def bool) bool {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(raw)
+	if err != nil {
+		r.fail(name, raw, "want true or false")
+	}
+	return b
+}
+
+func loadConfig(getenv func(string) string) (config, error) {
+	r := &envReader{getenv: getenv}
+	c := config{
+		Addr:                r.str("ADDR", ":8080"),
+		RedisURL:            r.str("REDIS_URL", ""),
+		RedisSentinelMaster: r.str("REDIS_SENTINEL_MASTER", ""),
+		RedisCluster:        r.boolean("REDIS_CLUSTER", false),
+		EmbeddedRedisAddr:   r.str("EMBEDDED_REDIS_ADDR", "127.0.0.1:6379"),
+		Prefix:              r.str("CHAT_PREFIX", "chat"),
+		HistoryMaxLen:       r.integer("HISTORY_MAXLEN", 10000, 1, 1<<40),
+		MaxMessageBytes:     int(r.integer("MAX_MESSAGE_BYTES", 4096, 1, 1<<20)),
+		DedupWindow:         r.duration("DEDUP_WINDOW", 10*time.Minute, time.Second),
+		APIKey:              r.str("API_KEY", ""),
+		TailBuffer:          int(r.integer("TAIL_BUFFER", 1024, 16, 1<<20)),
+		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
+		LogFormat:           r.str("LOG_FORMAT", "text"),
+	}
+	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))
+	for _, o := range strings.Split(r.str("ALLOWED_ORIGINS", ""), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			if o != "*" && !strings.Contains(o, "://") {
+				r.fail("ALLOWED_ORIGINS", o, "want origins such as https://chat.example.com, comma-separated, or *")
+			}
+			c.AllowedOrigins = append(c.AllowedOrigins, strings.TrimRight(o, "/"))
+		}
+	}
+	if !validPrefix(c.Prefix) {
+		r.fail("CHAT_PREFIX", c.Prefix, "want 1 to 64 characters from A-Z a-z 0-9 . _ - :")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(r.str("LOG_LEVEL", "info"))); err != nil {
+		r.fail("LOG_LEVEL", r.str("LOG_LEVEL", ""), "want debug, info, warn or error")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		r.fail("LOG_FORMAT", c.LogFormat, "want text or json")
+	}
+	if c.RedisURL != "" && r.err == nil {
+		if _, err := c.redisOptions(); err != nil {
+			r.fail("REDIS_URL", c.RedisURL, err.Error())
+		}
+	}
+	if c.RedisURL == "" && c.RedisSentinelMaster != "" {
+		r.fail("REDIS_SENTINEL_MASTER", c.RedisSentinelMaster, "needs REDIS_URL to list the Sentinel addresses")
+	}
+	return c, r.err
+}
+
+func validPrefix(p string) bool {
+	if p == "" || len(p) > 64 {
+		return false
+	}
+	for _, ch := range p {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || strings.ContainsRune("._-:", ch)) {
+			return false
+		}
+	}
+	return true
+}
+
+// redisOptions turns REDIS_URL into go-redis options: one URL is a single
+// node (or, with REDIS_CLUSTER, a cluster seed), several comma-separated
+// URLs are cluster seeds, and with REDIS_SENTINEL_MASTER they are Sentinels.
+func (c config) redisOptions() (*redis.UniversalOptions, error) {
+	var opts redis.UniversalOptions
+	for i, raw := range strings.Split(c.RedisURL, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		if !strings.Contains(raw, "://") {
+			raw = "redis://" + raw
+		}
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("want redis:// or rediss:// URLs, comma-separated: %v", err)
+		}
+		opts.Addrs = append(opts.Addrs, o.Addr)
+		if i == 0 {
+			opts.Username, opts.Password, opts.DB, opts.TLSConfig = o.Username, o.Password, o.DB, o.TLSConfig
+		}
+	}
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("no address")
+	}
+	opts.MasterName = c.RedisSentinelMaster
+	if opts.MasterName != "" {
+		// The URLs name Sentinels; their password, if any, is the master's too.
+		opts.SentinelUsername, opts.SentinelPassword = opts.Username, opts.Password
+	}
+	opts.IsClusterMode = c.RedisCluster
+	opts.ClientName = "xroom"
+	// Without it go-redis ignores context deadlines on reads, and a stalled
+	// Redis would hang a send for the full read timeout and its retries.
+	opts.ContextTimeoutEnabled = true
+	return &opts, nil
+}

@@ -1,0 +1,151 @@
+// Command xroom serves realtime chat rooms kept in Redis Streams.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/static"
+	"github.com/xroom/xroom/streams"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "xroom:", err)
+		os.Exit(1)
+	}
+}
+
+// tailPoolSize caps the blocking connections, one per room being tailed,
+// so a flood of rooms cannot exhaust the Redis server's client limit.
+const tailPoolSize = 10000
+
+// run serves until ctx ends, then stops gracefully.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	getenv, err := withDotEnv(getenv)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+
+	if cfg.RedisURL == "" {
+		mr, err := startEmbedded(cfg.EmbeddedRedisAddr)
+		if err != nil {
+			return err
+		}
+		defer mr.Close()
+		log.Warn("no REDIS_URL: using an embedded in-memory Redis; history lives in memory only and is lost on exit",
+			"addr", mr.Addr(), "redis-cli", "redis-cli -p "+mr.Port())
+		cfg.RedisURL = "redis://" + mr.Addr()
+	}
+	opts, err := cfg.redisOptions()
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewUniversalClient(opts)
+	defer rdb.Close()
+	tailOpts := *opts
+	tailOpts.ClientName = "xroom-tail"
+	tailOpts.PoolSize = tailPoolSize
+	tailOpts.MaxIdleConns = 8
+	blocking := redis.NewUniversalClient(&tailOpts)
+
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		// Not fatal: xroom starts and heals once Redis answers (see /readyz).
+		log.Warn("Redis does not answer yet", "err", err)
+	}
+
+	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, Buffer: cfg.TailBuffer, Logger: log})
+	srv := handlers.New(hub, handlers.Config{
+		HistoryOnJoin:   cfg.HistoryOnJoin,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		APIKey:          cfg.APIKey,
+		AllowedOrigins:  cfg.AllowedOrigins,
+		Static:          static.Files,
+		Logger:          log,
+	})
+	app := srv.App()
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		hub.Close()
+		return fmt.Errorf("listen on ADDR=%s: %w", cfg.Addr, err)
+	}
+	log.Info("xroom is serving", "url", "http://"+displayAddr(ln.Addr()), "prefix", cfg.Prefix)
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		hub.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- app.ShutdownWithContext(sctx) }() // stops accepting, ends idle HTTP connections
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("some connections did not close in time", "err", err)
+	}
+	if err := <-httpDone; err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("HTTP shutdown", "err", err)
+	}
+	_ = hub.Close()
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// startEmbedded starts miniredis on addr, or on any free local port when
+// addr is taken (a real Redis may already own 6379).
+func startEmbedded(addr string) (*miniredis.Miniredis, error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr(addr); err == nil {
+		return mr, nil
+	}
+	mr = miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded Redis: %w", err)
+	}
+	return mr, nil
+}
+
+// displayAddr turns ":8080" into "localhost:8080" for a clickable URL.
+func displayAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}

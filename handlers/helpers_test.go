@@ -1,0 +1,259 @@
+package handlers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
+)
+
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+
+// testServer is a full xroom (store, hub, handlers) on a free port, with
+// its own key prefix on the package's Redis.
+type testServer struct {
+	t      testing.TB
+	base   string // http://127.0.0.1:PORT
+	redis  *redistest.Server
+	rdb    *redis.Client // the test's own client, for checks
+	name   string        // the CLIENT SETNAME of the server's connections
+	prefix string
+	store  *streams.Store
+	hub    *streams.Hub
+	srv    *handlers.Server
+}
+
+type options struct {
+	cfg handlers.Config
+	hub streams.HubOptions
+	rs  *redistest.Server
+}
+
+func startServer(t testing.TB, mods ...func(*options)) *testServer {
+	t.Helper()
+	o := &options{cfg: handlers.Config{HistoryOnJoin: 50, MaxMessageBytes: 4096}}
+	for _, m := range mods {
+		m(o)
+	}
+	rs := o.rs
+	if rs == nil {
+		rs = redistest.Shared(t)
+	}
+	ts := &testServer{t: t, redis: rs, prefix: redistest.Prefix(t)}
+	ts.name = "xroom-" + ts.prefix
+	ts.rdb = rs.Client(t)
+	mk := func(pool int) *redis.Client {
+		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: ts.name, PoolSize: pool, ContextTimeoutEnabled: true})
+	}
+	rdb := mk(0)
+	t.Cleanup(func() { rdb.Close() })
+	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: 10000})
+	o.hub.Encode = handlers.EncodeMessage
+	if o.hub.Block == 0 {
+		o.hub.Block = time.Second
+	}
+	o.hub.Logger = quietLogger()
+	ts.hub = streams.NewHub(ts.store, mk(1000), o.hub)
+	o.cfg.Logger = quietLogger()
+	ts.srv = handlers.New(ts.hub, o.cfg)
+	app := ts.srv.App()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Listener(ln)
+	ts.base = "http://" + ln.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ts.srv.Shutdown(ctx)
+		_ = app.ShutdownWithContext(ctx)
+		ts.hub.Close()
+	})
+	return ts
+}
+
+func quietLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (ts *testServer) key(room string) string { return ts.prefix + ":{" + room + "}:messages" }
+
+// append stores n messages "m0".."m(n-1)" from user and returns their IDs.
+func (ts *testServer) append(room, user string, n int) []string {
+	ts.t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		id, _, err := ts.store.Append(context.Background(), room, streams.Message{User: user, Text: fmt.Sprintf("m%d", i)})
+		if err != nil {
+			ts.t.Fatal(err)
+		}
+		ids[i] = id.String()
+	}
+	return ids
+}
+
+// frame is any server frame.
+type frame struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	Room      string `json:"room"`
+	User      string `json:"user"`
+	Message   string `json:"message"`
+	TS        int64  `json:"ts"`
+	ClientID  string `json:"client_id"`
+	LastID    string `json:"last_id"`
+	Epoch     string `json:"epoch"`
+	Reason    string `json:"reason"`
+	OldestID  string `json:"oldest_id"`
+	Code      string `json:"code"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+type client struct {
+	t    testing.TB
+	conn *websocket.Conn
+	resp *http.Response
+}
+
+// dial opens /ws/chat/{room}/?query; xroom selects the xroom.v1 subprotocol.
+func (ts *testServer) dial(room, query string, xroom bool) *client {
+	ts.t.Helper()
+	c, err := ts.tryDial(room, query, xroom, nil)
+	if err != nil {
+		ts.t.Fatalf("dial %s?%s: %v", room, query, err)
+	}
+	return c
+}
+
+func (ts *testServer) tryDial(room, query string, xroom bool, header http.Header) (*client, error) {
+	u := "ws" + strings.TrimPrefix(ts.base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
+	if query != "" {
+		u += "?" + query
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	if xroom {
+		d.Subprotocols = []string{handlers.Subprotocol}
+	}
+	conn, resp, err := d.Dial(u, header)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(resp.Body)
+			return &client{t: ts.t, resp: resp}, fmt.Errorf("%w: %d %s", err, resp.StatusCode, body)
+		}
+		return nil, err
+	}
+	c := &client{t: ts.t, conn: conn, resp: resp}
+	ts.t.Cleanup(func() { conn.Close() })
+	return c, nil
+}
+
+// next reads one frame, failing the test after d.
+func (c *client) nextWithin(d time.Duration) frame {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(d))
+	kind, data, err := c.conn.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	if kind != websocket.TextMessage {
+		c.t.Fatalf("got a frame of kind %d", kind)
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		c.t.Fatalf("frame %q: %v", data, err)
+	}
+	if f.Type == "" {
+		c.t.Fatalf("frame without type: %s", data)
+	}
+	return f
+}
+
+func (c *client) next() frame { c.t.Helper(); return c.nextWithin(10 * time.Second) }
+
+// expect reads the next frame and checks its type.
+func (c *client) expect(typ string) frame {
+	c.t.Helper()
+	f := c.next()
+	if f.Type != typ {
+		c.t.Fatalf("got %+v, want a %s frame", f, typ)
+	}
+	return f
+}
+
+// messages reads n message frames, failing on any other frame type.
+func (c *client) messages(n int) []frame {
+	c.t.Helper()
+	out := make([]frame, 0, n)
+	for len(out) < n {
+		out = append(out, c.expect("message"))
+	}
+	return out
+}
+
+// silent checks that no frame arrives within d.
+func (c *client) silent(d time.Duration) {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(d))
+	if _, data, err := c.conn.ReadMessage(); err == nil {
+		c.t.Fatalf("unexpected frame %s", data)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		c.t.Fatalf("connection ended: %v", err)
+	}
+	// A timed-out read leaves gorilla's reader unusable; callers must not read again.
+}
+
+func (c *client) send(v any) {
+	c.t.Helper()
+	var data []byte
+	switch v := v.(type) {
+	case string:
+		data = []byte(v)
+	case []byte:
+		data = v
+	default:
+		data, _ = json.Marshal(v)
+	}
+	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// ids returns the IDs of frames.
+func ids(fs []frame) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.ID
+	}
+	return out
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,471 @@
+// Package handlers serves xroom over HTTP: the WebSocket chat endpoint, the
+// JSON API and the browser client. Redis is reached only through streams.
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+
+	"github.com/xroom/xroom/streams"
+)
+
+// Subprotocol selects the full xroom dialect; without it a connection gets
+// only frames that carry "message" (what Django Channels' tutorial client prints).
+const Subprotocol = "xroom.v1"
+
+// Config is what the handlers need to know.
+type Config struct {
+	HistoryOnJoin   int      // entries replayed to a client without since
+	MaxMessageBytes int      // longest message, in bytes
+	APIKey          string   // bearer key for POST /api/rooms/{room}/messages; empty disables it
+	AllowedOrigins  []string // browser origins allowed to open WebSockets besides the server's own; "*" allows any
+	Static          fs.FS    // the browser client, served at /
+	Logger          *slog.Logger
+	// PingPeriod and PongWait override the keep-alive timing (tests).
+	PingPeriod, PongWait time.Duration
+}
+
+// Server holds the routes and the open WebSocket sessions.
+type Server struct {
+	hub *streams.Hub
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	stopping bool
+	running  sync.WaitGroup
+}
+
+// New returns a Server that reads and writes rooms through hub.
+func New(hub *streams.Hub, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 4096
+	}
+	if cfg.PongWait <= 0 {
+		cfg.PongWait = pongWait
+	}
+	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
+		cfg.PingPeriod = cfg.PongWait * 9 / 10
+	}
+	return &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
+}
+
+// frameLimit is the transport limit on a client frame: the largest message
+// fully JSON-escaped (\u00XX is 6 bytes a byte) plus room for the other
+// fields. A larger frame closes the connection with 1009.
+func (s *Server) frameLimit() int { return s.cfg.MaxMessageBytes*6 + 1024 }
+
+// App builds the Fiber app with every route.
+func (s *Server) App() *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "xroom",
+		DisableStartupMessage: true,
+		BodyLimit:             max(64<<10, s.frameLimit()),
+		ErrorHandler:          s.errorHandler,
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           120 * time.Second,
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+
+	api := app.Group("/api")
+	api.Get("/rooms", s.listRooms)
+	api.Get("/rooms/:room/messages", s.validRoom, s.history)
+	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
+	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+
+	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
+		Subprotocols:     []string{Subprotocol},
+		HandshakeTimeout: 10 * time.Second,
+	}))
+	if s.cfg.Static != nil {
+		app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(s.cfg.Static), Index: "index.html"}))
+	}
+	return app
+}
+
+// apiError answers {"error": {"code", "message"}}.
+func apiError(c *fiber.Ctx, status int, code, message string) error {
+	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": message}})
+}
+
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		code := strings.ToLower(strings.ReplaceAll(http.StatusText(fe.Code), " ", "_"))
+		if code == "" {
+			code = "error"
+		}
+		return apiError(c, fe.Code, code, fe.Message)
+	}
+	s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+	return apiError(c, fiber.StatusInternalServerError, "internal", "internal error")
+}
+
+func (s *Server) validRoom(c *fiber.Ctx) error {
+	room := c.Params("room")
+	if !ValidRoom(room) {
+		return apiError(c, fiber.StatusBadRequest, "bad_room", "a room name is 1 to 100 characters from A-Z a-z 0-9 . _ -")
+	}
+	return c.Next()
+}
+
+// beforeUpgrade checks everything about a WebSocket request before the
+// upgrade, so a bad request is a plain HTTP error a client can read.
+func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return apiError(c, fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket")
+	}
+	if !s.originAllowed(c) {
+		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
+	}
+	args := c.Context().QueryArgs()
+	if args.Has("since") {
+		since, err := streams.ParseID(string(args.Peek("since")))
+		if err != nil {
+			return apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
+		}
+		c.Locals("since", since)
+	}
+	user := "anon-" + randomSuffix()
+	if args.Has("user") {
+		user = string(args.Peek("user"))
+		if !ValidUser(user) {
+			return apiError(c, fiber.StatusBadRequest, "bad_user", "user is 1 to 32 printable characters")
+		}
+	}
+	c.Locals("user", user)
+	if args.Has("epoch") {
+		epoch := string(args.Peek("epoch"))
+		if !validEpoch(epoch) {
+			return apiError(c, fiber.StatusBadRequest, "bad_epoch", "epoch is the value of a ready frame's epoch field")
+		}
+		c.Locals("epoch", epoch)
+	}
+	s.mu.Lock()
+	stopping := s.stopping
+	s.mu.Unlock()
+	if stopping {
+		return apiError(c, fiber.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
+	}
+	return c.Next()
+}
+
+func validEpoch(e string) bool {
+	if e == "" || len(e) > 64 {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if e[i] <= ' ' || e[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// originAllowed stops cross-site WebSocket hijacking: a browser page from
+// another origin may connect only when ALLOWED_ORIGINS names it.
+func (s *Server) originAllowed(c *fiber.Ctx) bool {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return true // not a browser: nothing to hijack
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, string(c.Request().Host()))
+}
+
+func randomSuffix() string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b[:])
+}
+
+// serveWS runs one WebSocket session: it subscribes to the room, starts the
+// writer for the replay, and reads client frames until the end.
+func (s *Server) serveWS(c *websocket.Conn) {
+	room := c.Params("room")
+	sess := &session{
+		srv:     s,
+		conn:    c.Conn,
+		room:    room,
+		user:    c.Locals("user").(string),
+		compat:  c.Subprotocol() != Subprotocol,
+		control: make(chan []byte, controlQueue),
+		done:    make(chan struct{}),
+		buf:     make([]*streams.Entry, 0, batchSize),
+	}
+	if since, ok := c.Locals("since").(streams.ID); ok {
+		sess.hasSince, sess.since = true, since
+	}
+	sess.epoch, _ = c.Locals("epoch").(string)
+	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
+
+	if !s.track(sess) {
+		_ = sess.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
+		return
+	}
+	defer s.untrack(sess)
+
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
+	cancel()
+	if err != nil {
+		sess.log.Warn("cannot follow room", "err", err)
+		_ = sess.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: "the room is unavailable right now; reconnect to try again"}))
+		_ = sess.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"), time.Now().Add(closeGrace))
+		return
+	}
+	sess.sub = sub
+	sess.readyAt = sub.Head()
+	sess.log.Debug("joined", "compat", sess.compat)
+
+	sess.startPings()
+	sess.kick() // the writer sends the history
+	sess.readLoop()
+	sub.Close()
+	sess.close()
+}
+
+func (s *Server) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.running.Add(1)
+	return true
+}
+
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.running.Done()
+}
+
+// Connections is how many WebSocket sessions are open.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown refuses new sessions, closes the open ones with 1001 (going
+// away) and waits for them to end. A message being stored when it is
+// called is stored and acknowledged first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping = true
+	open := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		open = append(open, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range open {
+		sess.goAway()
+	}
+	done := make(chan struct{})
+	go func() { s.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	if err := s.hub.Store().Ping(ctx); err != nil {
+		s.log.Warn("readiness check failed", "err", err)
+		return apiError(c, fiber.StatusServiceUnavailable, "redis_unavailable", "Redis does not answer")
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+const (
+	defaultRoomsLimit = 100
+	maxRoomsLimit     = 1000
+	defaultPageLimit  = 50
+	maxPageLimit      = 500
+)
+
+// queryLimit reads ?limit=, between 1 and most.
+func queryLimit(c *fiber.Ctx, def, most int) (int, error) {
+	raw := c.Query("limit")
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 || n > most {
+		return 0, apiError(c, fiber.StatusBadRequest, "bad_limit", "limit is a whole number from 1 to "+strconv.Itoa(most))
+	}
+	return n, nil
+}
+
+type roomJSON struct {
+	Room         string `json:"room"`
+	LastID       string `json:"last_id"`
+	LastActivity int64  `json:"last_activity"`
+}
+
+func (s *Server) listRooms(c *fiber.Ctx) error {
+	limit, err := queryLimit(c, defaultRoomsLimit, maxRoomsLimit)
+	if limit == 0 {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	defer cancel()
+	rooms, err := s.hub.Store().Rooms(ctx, limit)
+	if err != nil {
+		return s.unavailable(c, err)
+	}
+	out := make([]roomJSON, len(rooms))
+	for i, r := range rooms {
+		out[i] = roomJSON{Room: r.Name, LastID: r.LastID.String(), LastActivity: r.LastActivity.UnixMilli()}
+	}
+	return c.JSON(fiber.Map{"rooms": out})
+}
+
+func (s *Server) unavailable(c *fiber.Ctx, err error) error {
+	s.log.Warn("redis call failed", "path", c.Path(), "err", err)
+	return apiError(c, fiber.StatusServiceUnavailable, "redis_unavailable", "storage is unavailable right now; try again")
+}
+
+// history answers one page: ?before=ID (newest first, the default) or ?after=ID (oldest first).
+func (s *Server) history(c *fiber.Ctx) error {
+	room := c.Params("room")
+	limit, err := queryLimit(c, defaultPageLimit, maxPageLimit)
+	if limit == 0 {
+		return err
+	}
+	args := c.Context().QueryArgs()
+	if args.Has("before") && args.Has("after") {
+		return apiError(c, fiber.StatusBadRequest, "bad_query", "give before or after, not both")
+	}
+	parse := func(name string) (streams.ID, bool) {
+		id, err := streams.ParseID(string(args.Peek(name)))
+		return id, err == nil
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	defer cancel()
+	store := s.hub.Store()
+	var entries []streams.Entry
+	var next *string
+	if args.Has("after") {
+		after, ok := parse("after")
+		if !ok {
+			return apiError(c, fiber.StatusBadRequest, "bad_after", "after is a stream ID such as 1732380000000-0, or 0")
+		}
+		if entries, err = store.Range(ctx, room, after, limit); err != nil {
+			return s.unavailable(c, err)
+		}
+	} else {
+		before := streams.MaxID
+		if args.Has("before") {
+			var ok bool
+			if before, ok = parse("before"); !ok {
+				return apiError(c, fiber.StatusBadRequest, "bad_before", "before is a stream ID such as 1732380000000-0")
+			}
+		}
+		if entries, err = store.RevRange(ctx, room, before, limit); err != nil {
+			return s.unavailable(c, err)
+		}
+	}
+	if len(entries) == limit {
+		last := entries[len(entries)-1].ID.String()
+		next = &last
+	}
+	msgs := make([]messageFrame, 0, len(entries))
+	for i := range entries {
+		if entries[i].HasMessage {
+			msgs = append(msgs, newMessageFrame(room, &entries[i]))
+		}
+	}
+	return c.JSON(fiber.Map{"room": room, "messages": msgs, "next": next})
+}
+
+type publishBody struct {
+	User     *string `json:"user"`
+	Message  *string `json:"message"`
+	ClientID *string `json:"client_id"`
+}
+
+// publish stores a message sent by a trusted backend.
+func (s *Server) publish(c *fiber.Ctx) error {
+	if s.cfg.APIKey == "" {
+		return apiError(c, fiber.StatusForbidden, "publish_disabled", "publishing over HTTP is off: set API_KEY on the server")
+	}
+	key, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom"`)
+		return apiError(c, fiber.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API_KEY>")
+	}
+	var body publishBody
+	if err := json.Unmarshal(c.Body(), &body); err != nil {
+		return apiError(c, fiber.StatusBadRequest, codeBadJSON, jsonProblem(err))
+	}
+	m := streams.Message{}
+	if body.User == nil || !ValidUser(*body.User) {
+		return apiError(c, fiber.StatusBadRequest, "bad_user", "user is 1 to 32 printable characters")
+	}
+	m.User = *body.User
+	if body.Message == nil || *body.Message == "" {
+		return apiError(c, fiber.StatusBadRequest, codeEmpty, "message is required")
+	}
+	if !utf8.ValidString(*body.Message) {
+		return apiError(c, fiber.StatusBadRequest, codeBadUTF8, "message is not valid UTF-8")
+	}
+	if len(*body.Message) > s.cfg.MaxMessageBytes {
+		return apiError(c, fiber.StatusRequestEntityTooLarge, codeTooLarge, "message is over "+strconv.Itoa(s.cfg.MaxMessageBytes)+" bytes")
+	}
+	m.Text = *body.Message
+	if body.ClientID != nil {
+		if !ValidClientID(*body.ClientID) {
+			return apiError(c, fiber.StatusBadRequest, codeBadClientID, "client_id is 1 to 64 characters from A-Z a-z 0-9 . _ -")
+		}
+		m.ClientID = *body.ClientID
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	defer cancel()
+	id, dup, err := s.hub.Store().Append(ctx, c.Params("room"), m)
+	if err != nil {
+		return s.unavailable(c, err)
+	}
+	status := fiber.StatusCreated
+	if dup {
+		status = fiber.StatusOK
+	}
+	return c.Status(status).JSON(fiber.Map{"id": id.String(), "duplicate": dup})
+}

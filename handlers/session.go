@@ -1,0 +1,345 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/xroom/xroom/streams"
+)
+
+const (
+	// writeWait bounds one write: a client that reads nothing for this long
+	// is dropped (it comes back with since= and loses nothing).
+	writeWait = 10 * time.Second
+	// pongWait: a peer we hear nothing from (no frame, no pong) for this
+	// long is taken for dead, so half-open connections are reaped. Pings go
+	// out at 9/10 of it, so a live peer's pong arrives in time.
+	pongWait = 60 * time.Second
+	// redisTimeout bounds one Redis call made for a connection: a stalled
+	// Redis yields an error frame, not a hang.
+	redisTimeout = 5 * time.Second
+	// batchSize is how many entries one pass writes, and the page size of
+	// replay and catch-up reads: big enough to amortise a Redis round trip,
+	// small enough that acks and errors are not held back long.
+	batchSize = 256
+	// controlQueue holds acks and errors waiting to be written; a client
+	// that sends faster than it reads is slowed down, not buffered.
+	controlQueue = 32
+	// retryDelay is how soon a connection tries Redis again after a failed catch-up read.
+	retryDelay = time.Second
+	// closeGrace is how long a closing connection waits for the client's close reply.
+	closeGrace = time.Second
+)
+
+// session is one WebSocket connection in a room. The handler's goroutine
+// reads it; a writer goroutine runs only while there is something to write,
+// so an idle connection costs no goroutine of its own.
+type session struct {
+	srv    *Server
+	conn   *websocket.Conn
+	log    *slog.Logger
+	room   string
+	user   string
+	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
+
+	hasSince bool
+	since    streams.ID
+	epoch    string // the epoch the client last saw, if any
+
+	sub     *streams.Subscription
+	control chan []byte
+	done    chan struct{} // closed when the session ends
+
+	mu      sync.Mutex
+	writing bool // a writer goroutine is running
+	pending bool // more may have arrived since the writer last looked
+	closed  bool
+	writers sync.WaitGroup
+	pinger  *time.Timer
+
+	// Owned by the writer.
+	joined  bool
+	ready   bool
+	readyAt streams.ID // entries up to here are history, after it live
+	cursor  streams.ID // the newest entry this connection has passed
+	buf     []*streams.Entry
+}
+
+// kick makes sure a writer runs to look for work. Safe from any goroutine; never blocks.
+func (s *session) kick() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if s.writing {
+		s.pending = true
+		s.mu.Unlock()
+		return
+	}
+	s.writing = true
+	s.writers.Add(1)
+	s.mu.Unlock()
+	go s.writeLoop()
+}
+
+func (s *session) writeLoop() {
+	defer s.writers.Done()
+	for {
+		s.mu.Lock()
+		s.pending = false
+		s.mu.Unlock()
+		more, err := s.writePass()
+		if err != nil {
+			s.log.Debug("write failed; closing", "err", err)
+			s.conn.Close() // the reader sees it and ends the session
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Lock()
+		if !more && !s.pending || s.closed {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// writePass writes what is waiting: first the join (gap, newest history),
+// then queued acks and errors, then one batch of entries. more reports that
+// another pass is due right away.
+func (s *session) writePass() (more bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if err := s.conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
+		return false, err
+	}
+	if !s.joined {
+		if err := s.join(ctx); err != nil {
+			var we writeError
+			if errors.As(err, &we) {
+				return false, err // the socket failed
+			}
+			s.log.Warn("join failed", "err", err)
+			s.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: "history is unavailable right now; reconnect to try again"}))
+			_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"), time.Now().Add(closeGrace))
+			return false, err
+		}
+		s.joined = true
+	}
+	for {
+		select {
+		case f := <-s.control:
+			if err := s.writeText(f); err != nil {
+				return false, err
+			}
+			continue
+		default:
+		}
+		break
+	}
+	entries, next, err := s.sub.Next(ctx, s.cursor, s.buf)
+	if err != nil {
+		s.log.Warn("reading the room failed; retrying", "err", err)
+		time.AfterFunc(retryDelay, s.kick)
+		return false, nil
+	}
+	for _, e := range entries {
+		if e.Frame == nil {
+			continue // an entry without a message
+		}
+		if err := s.writeText(e.Frame); err != nil {
+			return false, err
+		}
+	}
+	stuck := len(entries) == 0 && next == s.cursor
+	s.cursor = next
+	// stuck only if the stream was reset under us: take what we have as the history.
+	if !s.ready && (stuck || !s.cursor.Less(s.readyAt)) {
+		s.ready = true
+		if err := s.send(readyFrame{Type: "ready", Room: s.room, LastID: s.cursor.String(), Epoch: s.epoch}); err != nil {
+			return false, err
+		}
+	}
+	return !s.ready || len(entries) == cap(s.buf), nil
+}
+
+// join sends what comes before the replay: a gap notice, or the newest
+// history when the client gave no since.
+func (s *session) join(ctx context.Context) error {
+	store := s.srv.hub.Store()
+	epoch, err := store.Epoch(ctx, s.room)
+	if err != nil {
+		return err
+	}
+	clientEpoch := s.epoch
+	s.epoch = epoch
+	if clientEpoch != "" && clientEpoch != epoch {
+		// The history the client knew is gone: start over from the new one.
+		_, oldest, err := store.Gap(ctx, s.room, streams.Zero)
+		if err != nil {
+			return err
+		}
+		s.hasSince, s.since = true, streams.Zero
+		return s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()})
+	}
+	if s.hasSince {
+		s.cursor = s.since
+		if s.since.IsZero() {
+			return nil
+		}
+		gap, oldest, err := store.Gap(ctx, s.room, s.since)
+		if err != nil {
+			return err
+		}
+		if gap {
+			return s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()})
+		}
+		return nil
+	}
+	n := s.srv.cfg.HistoryOnJoin
+	if n == 0 {
+		s.cursor = s.readyAt
+		return nil
+	}
+	newest, err := store.RevRange(ctx, s.room, streams.MaxID, n)
+	if err != nil {
+		return err
+	}
+	for i := len(newest) - 1; i >= 0; i-- {
+		e := &newest[i]
+		s.srv.hub.Encode(s.room, e)
+		if e.Frame != nil {
+			if err := s.writeText(e.Frame); err != nil {
+				return err
+			}
+		}
+		s.cursor = e.ID
+	}
+	return nil
+}
+
+// send writes a frame that only the xroom dialect gets.
+func (s *session) send(v any) error {
+	if s.compat {
+		return nil
+	}
+	return s.writeText(encode(v))
+}
+
+func (s *session) writeText(b []byte) error {
+	if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+// writeError is a failed write to the socket, as opposed to a failed Redis call.
+type writeError struct{ error }
+
+func (e writeError) Unwrap() error { return e.error }
+
+// queue hands a frame to the writer. It waits while the queue is full, so
+// a client that never reads stops being read from.
+func (s *session) queue(frame []byte) {
+	select {
+	case s.control <- frame:
+		s.kick()
+	case <-s.done:
+	}
+}
+
+func (s *session) queueError(r *refusal) {
+	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID}))
+}
+
+// readLoop reads client frames until the connection ends.
+func (s *session) readLoop() {
+	s.conn.SetReadLimit(int64(s.srv.frameLimit()))
+	wait := s.srv.cfg.PongWait
+	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
+	s.conn.SetPongHandler(func(string) error {
+		return s.conn.SetReadDeadline(time.Now().Add(wait))
+	})
+	for {
+		kind, data, err := s.conn.ReadMessage()
+		if err != nil {
+			if websocket.IsUnexpectedCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+				s.log.Debug("connection ended", "err", err)
+			}
+			return
+		}
+		_ = s.conn.SetReadDeadline(time.Now().Add(wait))
+		if kind != websocket.TextMessage {
+			s.queueError(&refusal{code: codeBadFrame, message: "binary frames are not supported; send JSON text frames"})
+			continue
+		}
+		s.handle(data)
+	}
+}
+
+// handle stores one client frame, answering with an ack or an error frame.
+func (s *session) handle(data []byte) {
+	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
+	if bad != nil {
+		s.queueError(bad)
+		return
+	}
+	m.User = s.user
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	id, dup, err := s.srv.hub.Store().Append(ctx, s.room, m)
+	cancel()
+	if err != nil {
+		s.log.Warn("append failed", "err", err)
+		s.queueError(&refusal{code: codeUnavailable, message: "the message was not stored: storage is unavailable, try again", clientID: m.ClientID})
+		return
+	}
+	if m.ClientID != "" && !s.compat {
+		s.queue(encode(ackFrame{Type: "ack", ClientID: m.ClientID, ID: id.String(), Duplicate: dup}))
+	}
+}
+
+// startPings pings the client every PingPeriod, from a timer rather than a
+// goroutine of its own. WriteControl may run alongside the writer.
+func (s *session) startPings() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pinger = time.AfterFunc(s.srv.cfg.PingPeriod, s.ping)
+}
+
+func (s *session) ping() {
+	err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && !s.closed {
+		s.pinger.Reset(s.srv.cfg.PingPeriod)
+	}
+}
+
+// close ends the session: no writer starts again, and the one running ends.
+func (s *session) close() {
+	s.mu.Lock()
+	s.closed = true
+	if s.pinger != nil {
+		s.pinger.Stop()
+	}
+	s.mu.Unlock()
+	close(s.done)
+	s.conn.Close()
+	s.writers.Wait()
+}
+
+// goAway tells the client the server is going away (1001) and gives it a
+// moment to answer before the read loop is cut off.
+func (s *session) goAway() {
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
+	_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+}

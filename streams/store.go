@@ -1,0 +1,338 @@
+// Package streams keeps chat rooms in Redis Streams: key names, appends,
+// history pages, and tailing rooms for live fan-out (see Hub). It knows
+// nothing of HTTP or WebSockets.
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Keys names the Redis keys of one deployment. Every key of a room carries
+// the room in braces, a Redis Cluster hash tag, so a room lives in one slot.
+type Keys struct{ Prefix string }
+
+// Messages is the room's stream: one entry per chat message.
+func (k Keys) Messages(room string) string { return k.Prefix + ":{" + room + "}:messages" }
+
+// Epoch names the current incarnation of the room's history.
+func (k Keys) Epoch(room string) string { return k.Prefix + ":{" + room + "}:epoch" }
+
+// Dedup remembers the ID a user's client_id was stored under. A client_id
+// cannot contain ':' (see ValidClientID), so the key reads back unambiguously.
+func (k Keys) Dedup(room, user, clientID string) string {
+	return k.Prefix + ":{" + room + "}:dedup:" + user + ":" + clientID
+}
+
+// Rooms is the sorted set of rooms scored by their last activity (ms).
+func (k Keys) Rooms() string { return k.Prefix + ":rooms" }
+
+// Entry is one stream entry as chat sees it.
+type Entry struct {
+	ID       ID
+	User     string
+	Message  string
+	ClientID string
+	// HasMessage is false for an entry without a "message" field (added by
+	// something other than xroom): it keeps its place in the stream but is
+	// never shown to clients.
+	HasMessage bool
+	// Frame is the entry encoded for clients by the Hub's encoder, shared by
+	// every connection that sends it: never modify it.
+	Frame []byte
+}
+
+// Time is when the entry was added, from its ID.
+func (e *Entry) Time() time.Time { return time.UnixMilli(int64(e.ID.Ms)) }
+
+// Message is what a user sends.
+type Message struct {
+	User     string
+	Text     string
+	ClientID string // optional; a repeat within the dedup window is not stored twice
+}
+
+// Options configure a Store.
+type Options struct {
+	Prefix      string        // key prefix, "chat" if empty
+	MaxLen      int64         // approximate cap of each room's stream (MAXLEN ~); 0 means no cap
+	DedupWindow time.Duration // how long a client_id is remembered; 0 means 10 minutes
+}
+
+// Store reads and writes rooms in Redis.
+type Store struct {
+	rdb    redis.UniversalClient
+	keys   Keys
+	maxLen int64
+	dedup  time.Duration
+}
+
+// NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
+func NewStore(rdb redis.UniversalClient, opt Options) *Store {
+	if opt.Prefix == "" {
+		opt.Prefix = "chat"
+	}
+	if opt.DedupWindow <= 0 {
+		opt.DedupWindow = 10 * time.Minute
+	}
+	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow}
+}
+
+// Keys returns the key names the store uses.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Client returns the Redis client the store uses.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// appendDedup checks and records the client_id in the same step as the XADD,
+// so two concurrent sends of one client_id cannot both be stored.
+var appendDedup = redis.NewScript(`
+local id = redis.call('GET', KEYS[2])
+if id then return {id, 1} end
+local args = {'XADD', KEYS[1]}
+if ARGV[1] ~= '0' then
+  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[1])
+end
+table.insert(args, '*')
+for i = 3, #ARGV do table.insert(args, ARGV[i]) end
+id = redis.call(unpack(args))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return {id, 0}
+`)
+
+// Append stores m in the room and returns its ID. When m.ClientID was
+// already stored by the same user within the dedup window, it returns the
+// first ID and duplicate=true, and stores nothing.
+func (s *Store) Append(ctx context.Context, room string, m Message) (id ID, duplicate bool, err error) {
+	values := []any{"user", m.User, "message", m.Text}
+	if m.ClientID != "" {
+		values = append(values, "client_id", m.ClientID)
+	}
+	stream := s.keys.Messages(room)
+	var raw string
+	pipe := s.rdb.Pipeline()
+	if m.ClientID == "" {
+		args := &redis.XAddArgs{Stream: stream, Values: values}
+		if s.maxLen > 0 {
+			args.MaxLen, args.Approx = s.maxLen, true
+		}
+		add := pipe.XAdd(ctx, args)
+		s.touch(ctx, pipe, room)
+		_, _ = pipe.Exec(ctx) // only the XADD's error matters: the rooms set is advisory
+		if err = add.Err(); err != nil {
+			return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		raw = add.Val()
+	} else {
+		keys := []string{stream, s.keys.Dedup(room, m.User, m.ClientID)}
+		args := append([]any{s.maxLen, s.dedup.Milliseconds()}, values...)
+		res, err := s.runScript(ctx, appendDedup, keys, args, func(p redis.Pipeliner) { s.touch(ctx, p, room) })
+		if err != nil {
+			return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		pair, ok := res.([]any)
+		if !ok || len(pair) != 2 {
+			return ID{}, false, fmt.Errorf("append to %s: unexpected reply %v", stream, res)
+		}
+		raw, _ = pair[0].(string)
+		dup, _ := pair[1].(int64)
+		duplicate = dup == 1
+	}
+	id, err = ParseID(raw)
+	if err != nil {
+		return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return id, duplicate, nil
+}
+
+// touch records the room's activity in the rooms set. It is a separate
+// command because the set lives in another Cluster slot than the room.
+func (s *Store) touch(ctx context.Context, p redis.Pipeliner, room string) {
+	p.ZAdd(ctx, s.keys.Rooms(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: room})
+}
+
+// runScript runs script in a pipeline together with extra commands, loading
+// the script when Redis does not know it (after a restart or failover).
+func (s *Store) runScript(ctx context.Context, script *redis.Script, keys []string, args []any, extra func(redis.Pipeliner)) (any, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		var cmd *redis.Cmd
+		if attempt == 0 {
+			cmd = script.EvalSha(ctx, pipe, keys, args...)
+		} else {
+			cmd = script.Eval(ctx, pipe, keys, args...)
+		}
+		if extra != nil {
+			extra(pipe)
+		}
+		_, _ = pipe.Exec(ctx) // the script's own error is what counts; extras are advisory
+		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			continue
+		}
+		return cmd.Val(), cmd.Err()
+	}
+}
+
+// Range returns up to count entries after the given ID, oldest first.
+func (s *Store) Range(ctx context.Context, room string, after ID, count int) ([]Entry, error) {
+	if after == MaxID {
+		return nil, nil
+	}
+	msgs, err := s.rdb.XRangeN(ctx, s.keys.Messages(room), after.Next().String(), "+", int64(count)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s after %s: %w", s.keys.Messages(room), after, err)
+	}
+	return toEntries(msgs), nil
+}
+
+// RevRange returns up to count entries before the given ID, newest first.
+// Use MaxID for the newest entries.
+func (s *Store) RevRange(ctx context.Context, room string, before ID, count int) ([]Entry, error) {
+	if before.IsZero() {
+		return nil, nil
+	}
+	end := "+"
+	if before != MaxID {
+		end = before.Prev().String()
+	}
+	msgs, err := s.rdb.XRevRangeN(ctx, s.keys.Messages(room), end, "-", int64(count)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s before %s: %w", s.keys.Messages(room), before, err)
+	}
+	return toEntries(msgs), nil
+}
+
+// Last returns the ID of the room's newest entry, or Zero when it has none.
+func (s *Store) Last(ctx context.Context, room string) (ID, error) {
+	e, err := s.RevRange(ctx, room, MaxID, 1)
+	if err != nil || len(e) == 0 {
+		return Zero, err
+	}
+	return e[0].ID, nil
+}
+
+func toEntries(msgs []redis.XMessage) []Entry {
+	out := make([]Entry, len(msgs))
+	for i, m := range msgs {
+		out[i] = toEntry(m)
+	}
+	return out
+}
+
+func toEntry(m redis.XMessage) Entry {
+	id, _ := ParseID(m.ID) // Redis only hands out well-formed IDs
+	e := Entry{ID: id}
+	e.User = field(m.Values, "user")
+	e.ClientID = field(m.Values, "client_id")
+	if v, ok := m.Values["message"]; ok {
+		e.Message, e.HasMessage = asString(v), true
+	}
+	return e
+}
+
+func field(values map[string]any, name string) string {
+	return asString(values[name])
+}
+
+func asString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case nil:
+		return ""
+	case []byte:
+		return string(v)
+	}
+	return fmt.Sprint(v)
+}
+
+// Room is a room in the rooms list.
+type Room struct {
+	Name         string
+	LastID       ID
+	LastActivity time.Time
+}
+
+// Rooms lists up to limit rooms, most recently active first.
+func (s *Store) Rooms(ctx context.Context, limit int) ([]Room, error) {
+	zs, err := s.rdb.ZRevRangeWithScores(ctx, s.keys.Rooms(), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list rooms: %w", err)
+	}
+	pipe := s.rdb.Pipeline()
+	lasts := make([]*redis.XMessageSliceCmd, len(zs))
+	for i, z := range zs {
+		lasts[i] = pipe.XRevRangeN(ctx, s.keys.Messages(asString(z.Member)), "+", "-", 1)
+	}
+	if len(zs) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("list rooms: %w", err)
+		}
+	}
+	rooms := make([]Room, 0, len(zs))
+	for i, z := range zs {
+		msgs := lasts[i].Val()
+		if len(msgs) == 0 {
+			continue // the stream was deleted: the room is gone
+		}
+		id, _ := ParseID(msgs[0].ID)
+		rooms = append(rooms, Room{Name: asString(z.Member), LastID: id, LastActivity: time.UnixMilli(int64(z.Score))})
+	}
+	return rooms, nil
+}
+
+var getOrSetEpoch = redis.NewScript(`
+local e = redis.call('GET', KEYS[1])
+if e then return e end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`)
+
+// Epoch names the current incarnation of the room's history. It is created
+// on first use, so when Redis loses the room (FLUSHALL, a restart without
+// persistence) the room gets a new epoch and clients can tell.
+func (s *Store) Epoch(ctx context.Context, room string) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	fresh := strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + hex.EncodeToString(b[:4])
+	res, err := s.runScript(ctx, getOrSetEpoch, []string{s.keys.Epoch(room)}, []any{fresh}, nil)
+	if err != nil {
+		return "", fmt.Errorf("epoch of %s: %w", room, err)
+	}
+	return asString(res), nil
+}
+
+// Gap reports whether entries after since were trimmed or deleted, and the
+// oldest retained ID (Zero when the room is empty).
+func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
+	info, err := s.rdb.XInfoStream(ctx, s.keys.Messages(room)).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") || errors.Is(err, redis.Nil) {
+			return false, Zero, nil
+		}
+		return false, Zero, fmt.Errorf("stream info of %s: %w", room, err)
+	}
+	if info.FirstEntry.ID != "" {
+		oldest, _ = ParseID(info.FirstEntry.ID)
+	}
+	// Redis 7 tracks the newest deleted ID exactly: a gap is a deleted
+	// entry after since.
+	if maxDeleted, err := ParseID(info.MaxDeletedEntryID); err == nil && info.MaxDeletedEntryID != "" {
+		return since.Less(maxDeleted), oldest, nil
+	}
+	// Older servers: anything between since and the oldest entry may have been trimmed.
+	return !oldest.IsZero() && since.Next().Less(oldest), oldest, nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.rdb.Ping(ctx).Err()
+}
