@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ type config struct {
 	APIKey              string
 	AllowedOrigins      []string
 	TailBuffer          int
+	RedisPoolSize       int
 	ShutdownTimeout     time.Duration
 	LogLevel            slog.Level
 	LogFormat           string
@@ -129,6 +131,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DedupWindow:         r.duration("DEDUP_WINDOW", 10*time.Minute, time.Second),
 		APIKey:              r.str("API_KEY", ""),
 		TailBuffer:          int(r.integer("TAIL_BUFFER", 1024, 16, 1<<20)),
+		RedisPoolSize:       int(r.integer("REDIS_POOL_SIZE", int64(10*runtime.GOMAXPROCS(0)), 1, 10000)),
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
 	}
@@ -205,6 +208,8 @@ func (c config) redisOptions() (*redis.UniversalOptions, error) {
 	}
 	opts.IsClusterMode = c.RedisCluster
 	opts.ClientName = "xroom"
+	// A hard cap: go-redis's PoolSize alone lets bursts open more.
+	opts.PoolSize, opts.MaxActiveConns = c.RedisPoolSize, c.RedisPoolSize
 	// Without it go-redis ignores context deadlines on reads, and a stalled
 	// Redis would hang a send for the full read timeout and its retries.
 	opts.ContextTimeoutEnabled = true

@@ -63,7 +63,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer rdb.Close()
 	tailOpts := *opts
 	tailOpts.ClientName = "xroom-tail"
-	tailOpts.PoolSize = tailPoolSize
+	tailOpts.PoolSize, tailOpts.MaxActiveConns = tailPoolSize, tailPoolSize
 	tailOpts.MaxIdleConns = 8
 	blocking := redis.NewUniversalClient(&tailOpts)
 

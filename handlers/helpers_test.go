@@ -42,6 +42,8 @@ type options struct {
 	cfg handlers.Config
 	hub streams.HubOptions
 	rs  *redistest.Server
+	// poolSize of the server's Redis client; 0 is go-redis's default.
+	poolSize int
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -57,10 +59,10 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	ts := &testServer{t: t, redis: rs, prefix: redistest.Prefix(t)}
 	ts.name = "xroom-" + ts.prefix
 	ts.rdb = rs.Client(t)
-	mk := func(pool int) *redis.Client {
-		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: ts.name, PoolSize: pool, ContextTimeoutEnabled: true})
+	mk := func(name string, pool int) *redis.Client {
+		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true})
 	}
-	rdb := mk(0)
+	rdb := mk(ts.name, o.poolSize)
 	t.Cleanup(func() { rdb.Close() })
 	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: 10000})
 	o.hub.Encode = handlers.EncodeMessage
@@ -68,7 +70,7 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 		o.hub.Block = time.Second
 	}
 	o.hub.Logger = quietLogger()
-	ts.hub = streams.NewHub(ts.store, mk(1000), o.hub)
+	ts.hub = streams.NewHub(ts.store, mk(ts.name+"-tail", 1000), o.hub)
 	o.cfg.Logger = quietLogger()
 	ts.srv = handlers.New(ts.hub, o.cfg)
 	app := ts.srv.App()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -62,12 +63,19 @@ type session struct {
 	writers sync.WaitGroup
 	pinger  *time.Timer
 
+	// connMu guards uses of conn from outside the reader and the writer
+	// (pings, shutdown): once gone, fasthttp may reuse the connection object.
+	connMu sync.RWMutex
+	gone   bool
+
 	// Owned by the writer.
 	joined  bool
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
 	cursor  streams.ID // the newest entry this connection has passed
 	buf     []*streams.Entry
+	// deadlineSet is when the write deadline was last pushed forward.
+	deadlineSet time.Time
 }
 
 // kick makes sure a writer runs to look for work. Safe from any goroutine; never blocks.
@@ -97,7 +105,7 @@ func (s *session) writeLoop() {
 		more, err := s.writePass()
 		if err != nil {
 			s.log.Debug("write failed; closing", "err", err)
-			s.conn.Close() // the reader sees it and ends the session
+			s.closeRaw() // the reader sees it and ends the session
 			s.mu.Lock()
 			s.writing = false
 			s.mu.Unlock()
@@ -119,9 +127,6 @@ func (s *session) writeLoop() {
 func (s *session) writePass() (more bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
-	if err := s.conn.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
-		return false, err
-	}
 	if !s.joined {
 		if err := s.join(ctx); err != nil {
 			var we writeError
@@ -236,6 +241,15 @@ func (s *session) send(v any) error {
 }
 
 func (s *session) writeText(b []byte) error {
+	// The deadline bounds each write, not a whole pass: a client on a slow
+	// link that keeps reading is never cut off. Refreshing it costs a timer
+	// update, so it is done once a second at most.
+	if now := time.Now(); now.Sub(s.deadlineSet) > time.Second {
+		if err := s.conn.SetWriteDeadline(now.Add(writeWait)); err != nil {
+			return writeError{err}
+		}
+		s.deadlineSet = now
+	}
 	if err := s.conn.WriteMessage(websocket.TextMessage, b); err != nil {
 		return writeError{err}
 	}
@@ -316,7 +330,9 @@ func (s *session) startPings() {
 }
 
 func (s *session) ping() {
-	err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+	err := s.withConn(func() error {
+		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil && !s.closed {
@@ -333,13 +349,39 @@ func (s *session) close() {
 	}
 	s.mu.Unlock()
 	close(s.done)
-	s.conn.Close()
+	s.closeRaw()
+	s.connMu.Lock() // waits for a ping or goAway in flight; they fail fast now
+	s.gone = true
+	s.connMu.Unlock()
 	s.writers.Wait()
+}
+
+// withConn runs f on the connection unless the session is gone.
+func (s *session) withConn(f func() error) error {
+	s.connMu.RLock()
+	defer s.connMu.RUnlock()
+	if s.gone {
+		return net.ErrClosed
+	}
+	return f()
+}
+
+// closeRaw closes the TCP connection under the WebSocket, which ends a
+// blocked read or write at once. (fasthttp's hijacked connection ignores
+// Close: it closes the socket itself after the handler returns.)
+func (s *session) closeRaw() {
+	if u, ok := s.conn.NetConn().(interface{ UnsafeConn() net.Conn }); ok {
+		_ = u.UnsafeConn().Close()
+		return
+	}
+	_ = s.conn.Close()
 }
 
 // goAway tells the client the server is going away (1001) and gives it a
 // moment to answer before the read loop is cut off.
 func (s *session) goAway() {
-	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
-	_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	_ = s.withConn(func() error {
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
+		return s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	})
 }

@@ -323,13 +323,14 @@ func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldes
 	if info.FirstEntry.ID != "" {
 		oldest, _ = ParseID(info.FirstEntry.ID)
 	}
-	// Redis 7 tracks the newest deleted ID exactly: a gap is a deleted
-	// entry after since.
-	if maxDeleted, err := ParseID(info.MaxDeletedEntryID); err == nil && info.MaxDeletedEntryID != "" {
-		return since.Less(maxDeleted), oldest, nil
+	// Trimming leaves no trace but the oldest entry: since older than it
+	// may have missed entries. XDEL is tracked exactly (Redis 7
+	// max-deleted-entry-id): since older than a deleted entry missed it.
+	gap = !oldest.IsZero() && since.Less(oldest)
+	if maxDeleted, err := ParseID(info.MaxDeletedEntryID); err == nil && since.Less(maxDeleted) {
+		gap = true
 	}
-	// Older servers: anything between since and the oldest entry may have been trimmed.
-	return !oldest.IsZero() && since.Next().Less(oldest), oldest, nil
+	return gap, oldest, nil
 }
 
 // Ping checks that Redis answers.

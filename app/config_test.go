@@ -1,0 +1,423 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// envMap is a getenv over a map.
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadConfig(envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		Addr:              ":8080",
+		EmbeddedRedisAddr: "127.0.0.1:6379",
+		Prefix:            "chat",
+		HistoryMaxLen:     10000,
+		HistoryOnJoin:     50,
+		MaxMessageBytes:   4096,
+		DedupWindow:       10 * time.Minute,
+		TailBuffer:        1024,
+		ShutdownTimeout:   10 * time.Second,
+		LogLevel:          slog.LevelInfo,
+		LogFormat:         "text",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestConfigReadsEveryVariable(t *testing.T) {
+	env := map[string]string{
+		"ADDR":                  "127.0.0.1:9999",
+		"REDIS_URL":             "redis://10.0.0.1:6380,redis://10.0.0.2:6380",
+		"REDIS_SENTINEL_MASTER": "mymaster",
+		"REDIS_CLUSTER":         "true",
+		"EMBEDDED_REDIS_ADDR":   "127.0.0.1:7000",
+		"CHAT_PREFIX":           "xr:prod.v1_a-b",
+		"HISTORY_MAXLEN":        "500",
+		"HISTORY_ON_JOIN":       "20",
+		"MAX_MESSAGE_BYTES":     "1000",
+		"DEDUP_WINDOW":          "2m30s",
+		"API_KEY":               "s3cret",
+		"ALLOWED_ORIGINS":       "https://a.example.com/, http://b.example.com:8080 ,*",
+		"TAIL_BUFFER":           "64",
+		"SHUTDOWN_TIMEOUT":      "3s",
+		"LOG_LEVEL":             "debug",
+		"LOG_FORMAT":            "json",
+	}
+	c, err := loadConfig(envMap(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		Addr:                "127.0.0.1:9999",
+		RedisURL:            "redis://10.0.0.1:6380,redis://10.0.0.2:6380",
+		RedisSentinelMaster: "mymaster",
+		RedisCluster:        true,
+		EmbeddedRedisAddr:   "127.0.0.1:7000",
+		Prefix:              "xr:prod.v1_a-b",
+		HistoryMaxLen:       500,
+		HistoryOnJoin:       20,
+		MaxMessageBytes:     1000,
+		DedupWindow:         150 * time.Second,
+		APIKey:              "s3cret",
+		AllowedOrigins:      []string{"https://a.example.com", "http://b.example.com:8080", "*"},
+		TailBuffer:          64,
+		ShutdownTimeout:     3 * time.Second,
+		LogLevel:            slog.LevelDebug,
+		LogFormat:           "json",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("config:\n got %+v\nwant %+v", c, want)
+	}
+	// The test above must set every field: a new field needs a line here
+	// (and in .env.example).
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Errorf("field %s not covered by this test", v.Type().Field(i).Name)
+		}
+	}
+
+	// Surrounding spaces are ignored.
+	c, err = loadConfig(envMap(map[string]string{"CHAT_PREFIX": "  room  ", "HISTORY_MAXLEN": " 7 ", "LOG_LEVEL": "WARN"}))
+	if err != nil || c.Prefix != "room" || c.HistoryMaxLen != 7 || c.LogLevel != slog.LevelWarn {
+		t.Fatalf("spaces: %+v %v", c, err)
+	}
+	// HISTORY_ON_JOIN defaults to 50 but may not exceed HISTORY_MAXLEN when set.
+	if c.HistoryOnJoin != 50 {
+		t.Errorf("HistoryOnJoin = %d with HISTORY_MAXLEN 7 and no HISTORY_ON_JOIN", c.HistoryOnJoin)
+	}
+	// Zero is allowed for HISTORY_ON_JOIN and SHUTDOWN_TIMEOUT.
+	c, err = loadConfig(envMap(map[string]string{"HISTORY_ON_JOIN": "0", "SHUTDOWN_TIMEOUT": "0s"}))
+	if err != nil || c.HistoryOnJoin != 0 || c.ShutdownTimeout != 0 {
+		t.Fatalf("zeros: %+v %v", c, err)
+	}
+}
+
+func TestConfigBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		name string // the variable the error must name
+	}{
+		{map[string]string{"HISTORY_MAXLEN": "abc"}, "HISTORY_MAXLEN"},
+		{map[string]string{"HISTORY_MAXLEN": "0"}, "HISTORY_MAXLEN"},
+		{map[string]string{"HISTORY_MAXLEN": "-5"}, "HISTORY_MAXLEN"},
+		{map[string]string{"HISTORY_MAXLEN": "1e3"}, "HISTORY_MAXLEN"},
+		{map[string]string{"HISTORY_ON_JOIN": "-1"}, "HISTORY_ON_JOIN"},
+		{map[string]string{"HISTORY_MAXLEN": "100", "HISTORY_ON_JOIN": "101"}, "HISTORY_ON_JOIN"},
+		{map[string]string{"MAX_MESSAGE_BYTES": "-1"}, "MAX_MESSAGE_BYTES"},
+		{map[string]string{"MAX_MESSAGE_BYTES": "0"}, "MAX_MESSAGE_BYTES"},
+		{map[string]string{"MAX_MESSAGE_BYTES": "4KB"}, "MAX_MESSAGE_BYTES"},
+		{map[string]string{"TAIL_BUFFER": "8"}, "TAIL_BUFFER"},
+		{map[string]string{"DEDUP_WINDOW": "soon"}, "DEDUP_WINDOW"},
+		{map[string]string{"DEDUP_WINDOW": "600"}, "DEDUP_WINDOW"}, // no unit
+		{map[string]string{"DEDUP_WINDOW": "500ms"}, "DEDUP_WINDOW"},
+		{map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, "SHUTDOWN_TIMEOUT"},
+		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"},
+		{map[string]string{"CHAT_PREFIX": "chat{x}"}, "CHAT_PREFIX"},
+		{map[string]string{"CHAT_PREFIX": "my chat"}, "CHAT_PREFIX"},
+		{map[string]string{"CHAT_PREFIX": strings.Repeat("p", 65)}, "CHAT_PREFIX"},
+		{map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
+		{map[string]string{"ALLOWED_ORIGINS": "https://ok.example.com,example.com"}, "ALLOWED_ORIGINS"},
+		{map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
+		{map[string]string{"REDIS_URL": "redis://localhost:6379/notadb"}, "REDIS_URL"},
+		{map[string]string{"REDIS_URL": " , "}, "REDIS_URL"},
+		{map[string]string{"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINEL_MASTER"},
+	} {
+		_, err := loadConfig(envMap(tc.env))
+		if err == nil {
+			t.Errorf("%v: no error", tc.env)
+			continue
+		}
+		value := strings.TrimSpace(tc.env[tc.name])
+		if tc.name == "ALLOWED_ORIGINS" {
+			value = "example.com" // the bad entry
+		}
+		if want := tc.name + `="` + value + `"`; !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: error %q does not name %s", tc.env, err, want)
+		}
+	}
+}
+
+func TestDotEnv(t *testing.T) {
+	t.Chdir(t.TempDir())
+	// No .env: fine, the environment alone.
+	get, err := withDotEnv(envMap(map[string]string{"CHAT_PREFIX": "fromenv"}))
+	if err != nil {
+		t.Fatalf("missing default .env: %v", err)
+	}
+	if get("CHAT_PREFIX") != "fromenv" || get("HISTORY_MAXLEN") != "" {
+		t.Fatal("getenv without .env changed values")
+	}
+
+	dotenv := "# comment\nCHAT_PREFIX=fromfile\nHISTORY_MAXLEN=500\nexport LOG_FORMAT=json\nAPI_KEY=\"quoted value\"\n"
+	if err := os.WriteFile(".env", []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get, err = withDotEnv(envMap(map[string]string{"CHAT_PREFIX": "fromenv"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Prefix != "fromenv" {
+		t.Errorf("Prefix = %q: the environment must win over .env", c.Prefix)
+	}
+	if c.HistoryMaxLen != 500 || c.LogFormat != "json" || c.APIKey != "quoted value" {
+		t.Errorf(".env values not used: %+v", c)
+	}
+	if c.Addr != ":8080" {
+		t.Errorf("Addr = %q, want the default", c.Addr)
+	}
+
+	// ENV_FILE names another file.
+	other := filepath.Join(t.TempDir(), "xroom.env")
+	if err := os.WriteFile(other, []byte("CHAT_PREFIX=other\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get, err = withDotEnv(envMap(map[string]string{"ENV_FILE": other}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if get("CHAT_PREFIX") != "other" || get("HISTORY_MAXLEN") != "" {
+		t.Errorf("ENV_FILE: CHAT_PREFIX=%q HISTORY_MAXLEN=%q; want other and nothing from ./.env", get("CHAT_PREFIX"), get("HISTORY_MAXLEN"))
+	}
+
+	// ENV_FILE naming a missing file is an error: the operator meant it.
+	missing := filepath.Join(t.TempDir(), "nope.env")
+	if _, err := withDotEnv(envMap(map[string]string{"ENV_FILE": missing})); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("ENV_FILE=%s: error %v, want one naming the file", missing, err)
+	}
+	// ... and run reports it.
+	if err := run(t.Context(), envMap(map[string]string{"ENV_FILE": missing}), &syncBuffer{}); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("run with ENV_FILE=%s: %v", missing, err)
+	}
+	// A bad value from the file is reported like one from the environment.
+	if err := os.WriteFile(".env", []byte("LOG_FORMAT=xml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get, _ = withDotEnv(envMap(nil))
+	if _, err := loadConfig(get); err == nil || !strings.Contains(err.Error(), `LOG_FORMAT="xml"`) {
+		t.Errorf("bad value in .env: %v", err)
+	}
+}
+
+func mustOptions(t *testing.T, c config) *redis.UniversalOptions {
+	t.Helper()
+	o, err := c.redisOptions()
+	if err != nil {
+		t.Fatalf("redisOptions(%+v): %v", c, err)
+	}
+	return o
+}
+
+// clientKind builds the client the options make (without connecting) and names its type.
+func clientKind(t *testing.T, o *redis.UniversalOptions) string {
+	t.Helper()
+	c := redis.NewUniversalClient(o)
+	defer c.Close()
+	switch c.(type) {
+	case *redis.Client:
+		return "single"
+	case *redis.ClusterClient:
+		return "cluster"
+	}
+	return reflect.TypeOf(c).String()
+}
+
+func TestRedisOptions(t *testing.T) {
+	o := mustOptions(t, config{RedisURL: "redis://127.0.0.1:6390"})
+	if k := clientKind(t, o); k != "single" || !reflect.DeepEqual(o.Addrs, []string{"127.0.0.1:6390"}) || o.TLSConfig != nil {
+		t.Errorf("one URL: %s %v tls=%v", k, o.Addrs, o.TLSConfig)
+	}
+	if o.ClientName != "xroom" || !o.ContextTimeoutEnabled {
+		t.Errorf("ClientName %q ContextTimeoutEnabled %v", o.ClientName, o.ContextTimeoutEnabled)
+	}
+
+	o = mustOptions(t, config{RedisURL: "127.0.0.1:6391"}) // no scheme
+	if k := clientKind(t, o); k != "single" || !reflect.DeepEqual(o.Addrs, []string{"127.0.0.1:6391"}) {
+		t.Errorf("bare address: %s %v", k, o.Addrs)
+	}
+
+	o = mustOptions(t, config{RedisURL: "rediss://alice:p%40ss@redis.example.com:6380/3"})
+	if o.TLSConfig == nil || o.TLSConfig.ServerName != "redis.example.com" {
+		t.Errorf("rediss: TLSConfig %+v", o.TLSConfig)
+	}
+	if o.Username != "alice" || o.Password != "p@ss" || o.DB != 3 || !reflect.DeepEqual(o.Addrs, []string{"redis.example.com:6380"}) {
+		t.Errorf("rediss: user %q password %q db %d addrs %v", o.Username, o.Password, o.DB, o.Addrs)
+	}
+	if k := clientKind(t, o); k != "single" {
+		t.Errorf("rediss: %s client", k)
+	}
+	if c, ok := redis.NewUniversalClient(o).(*redis.Client); ok {
+		opt := c.Options()
+		if opt.Password != "p@ss" || opt.DB != 3 || opt.TLSConfig == nil || opt.Addr != "redis.example.com:6380" {
+			t.Errorf("client options %+v", opt)
+		}
+		c.Close()
+	}
+	o = mustOptions(t, config{RedisURL: "redis://:pw@h:1/2"})
+	if o.Password != "pw" || o.DB != 2 || o.Username != "" {
+		t.Errorf("password-only URL: %q %q %d", o.Username, o.Password, o.DB)
+	}
+
+	o = mustOptions(t, config{RedisURL: "redis://10.0.0.1:7000, redis://10.0.0.2:7000 ,10.0.0.3:7000"})
+	if k := clientKind(t, o); k != "cluster" || !reflect.DeepEqual(o.Addrs, []string{"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"}) {
+		t.Errorf("comma list: %s %v", k, o.Addrs)
+	}
+
+	o = mustOptions(t, config{RedisURL: "redis://10.0.0.1:7000", RedisCluster: true})
+	if k := clientKind(t, o); k != "cluster" || !reflect.DeepEqual(o.Addrs, []string{"10.0.0.1:7000"}) {
+		t.Errorf("REDIS_CLUSTER with one URL: %s %v", k, o.Addrs)
+	}
+
+	o = mustOptions(t, config{RedisURL: "redis://:sentpw@10.0.0.1:26379,redis://10.0.0.2:26379", RedisSentinelMaster: "mymaster"})
+	c := redis.NewUniversalClient(o)
+	if _, ok := c.(*redis.Client); !ok || o.MasterName != "mymaster" {
+		t.Errorf("sentinel: %T master %q", c, o.MasterName)
+	}
+	c.Close()
+	if fo := o.Failover(); fo.MasterName != "mymaster" || !reflect.DeepEqual(fo.SentinelAddrs, []string{"10.0.0.1:26379", "10.0.0.2:26379"}) || fo.SentinelPassword != "sentpw" {
+		t.Errorf("sentinel failover options: master %q sentinels %v password %q", fo.MasterName, fo.SentinelAddrs, fo.SentinelPassword)
+	}
+
+	// Through loadConfig: the same choices from the environment.
+	for _, tc := range []struct {
+		env  map[string]string
+		kind string
+	}{
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1"}, "single"},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1,redis://127.0.0.1:2"}, "cluster"},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "REDIS_CLUSTER": "true"}, "cluster"},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "REDIS_CLUSTER": "false"}, "single"},
+	} {
+		cfg, err := loadConfig(envMap(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := clientKind(t, mustOptions(t, cfg)); k != tc.kind {
+			t.Errorf("%v: %s client, want %s", tc.env, k, tc.kind)
+		}
+	}
+}
+
+// TestRedisOptionsFailoverType checks that REDIS_SENTINEL_MASTER builds a
+// Sentinel-backed client: go-redis returns it as *redis.Client whose
+// options come from FailoverOptions, so check it by its dialer's target.
+func TestRedisOptionsFailoverType(t *testing.T) {
+	cfg, err := loadConfig(envMap(map[string]string{"REDIS_URL": "redis://127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "mymaster"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := mustOptions(t, cfg)
+	c := redis.NewUniversalClient(o)
+	defer c.Close()
+	cl, ok := c.(*redis.Client)
+	if !ok {
+		t.Fatalf("%T, want the failover *redis.Client", c)
+	}
+	// A failover client names its master, not a fixed address.
+	if addr := cl.Options().Addr; addr != "FailoverClient" {
+		t.Errorf("Options().Addr = %q, want go-redis's FailoverClient marker", addr)
+	}
+}
+
+// configVars lists the variables config.go reads, from its source.
+func configVars(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?:r\.(?:str|integer|duration|boolean)|getenv)\("([A-Z][A-Z0-9_]*)"`)
+	seen := map[string]bool{}
+	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+		seen[m[1]] = true
+	}
+	var names []string
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func TestEnvExampleListsEveryVariable(t *testing.T) {
+	names := configVars(t)
+	// Sanity: the parse finds what it must.
+	for _, n := range []string{"ADDR", "REDIS_URL", "ENV_FILE", "HISTORY_MAXLEN", "LOG_LEVEL", "ALLOWED_ORIGINS"} {
+		if !contains(names, n) {
+			t.Fatalf("parsing config.go found %v, not %s", names, n)
+		}
+	}
+	data, err := os.ReadFile("../.env.example")
+	if os.IsNotExist(err) {
+		t.Fatalf(".env.example is missing at the repository root; it must list every variable config.go reads: %s", strings.Join(names, ", "))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A variable is listed as NAME=value or, commented out, # NAME=value.
+	listedRe := regexp.MustCompile(`(?m)^\s*(?:#\s*)?(?:export\s+)?([A-Z][A-Z0-9_]*)=`)
+	listed := map[string]bool{}
+	for _, m := range listedRe.FindAllStringSubmatch(string(data), -1) {
+		listed[m[1]] = true
+	}
+	for _, n := range names {
+		if !listed[n] {
+			t.Errorf(".env.example does not list %s (read by config.go)", n)
+		}
+	}
+	for n := range listed {
+		if !contains(names, n) {
+			t.Errorf(".env.example lists %s, which config.go does not read", n)
+		}
+	}
+	// Uncommented values must load: the example is a working config.
+	if _, err := loadConfig(dotEnvExample(t, data)); err != nil {
+		t.Errorf(".env.example as a config: %v", err)
+	}
+}
+
+func dotEnvExample(t *testing.T, data []byte) func(string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "example.env")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get, err := withDotEnv(envMap(map[string]string{"ENV_FILE": path}))
+	if err != nil {
+		t.Fatalf("reading .env.example: %v", err)
+	}
+	return get
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
