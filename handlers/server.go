@@ -221,6 +221,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
 		done:    make(chan struct{}),
+		broken:  make(chan struct{}),
 		buf:     make([]*streams.Entry, 0, batchSize),
 	}
 	if since, ok := c.Locals("since").(streams.ID); ok {

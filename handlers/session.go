@@ -55,6 +55,8 @@ type session struct {
 	sub     *streams.Subscription
 	control chan []byte
 	done    chan struct{} // closed when the session ends
+	broken  chan struct{} // closed when a write failed: nothing more can be sent
+	breakUp sync.Once
 
 	mu      sync.Mutex
 	writing bool // a writer goroutine is running
@@ -85,6 +87,12 @@ func (s *session) kick() {
 		s.mu.Unlock()
 		return
 	}
+	select {
+	case <-s.broken:
+		s.mu.Unlock()
+		return
+	default:
+	}
 	if s.writing {
 		s.pending = true
 		s.mu.Unlock()
@@ -105,6 +113,7 @@ func (s *session) writeLoop() {
 		more, err := s.writePass()
 		if err != nil {
 			s.log.Debug("write failed; closing", "err", err)
+			s.breakUp.Do(func() { close(s.broken) })
 			s.closeRaw() // the reader sees it and ends the session
 			s.mu.Lock()
 			s.writing = false
@@ -268,6 +277,7 @@ func (s *session) queue(frame []byte) {
 	case s.control <- frame:
 		s.kick()
 	case <-s.done:
+	case <-s.broken:
 	}
 }
 

@@ -12,7 +12,9 @@ const USER_KEY = "xroom.user";
 const LOG_LIMIT = 2000; // oldest lines are dropped beyond this, to bound the DOM
 const ROOMS_SHOWN = 30;
 // Error codes that refuse one frame we sent (the message was not stored).
-const REFUSALS = new Set(["bad_json", "empty", "too_large", "rate_limited", "unknown_type"]);
+const REFUSALS = new Set(["bad_json", "bad_utf8", "bad_client_id", "empty", "too_large", "rate_limited", "unknown_type"]);
+// How long to wait before resending a message the server could not store.
+const RETRY_UNAVAILABLE_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -326,6 +328,17 @@ function onError(s, conn, f) {
   const code = typeof f.code === "string" ? f.code : "error";
   const text = typeof f.message === "string" ? f.message : "";
   notice(text ? `${code}: ${text}` : code, "error");
+  if (code === "unavailable" && s.pending.has(f.client_id)) {
+    // Storage hiccup: the message was not stored; resend it (same client_id) shortly.
+    conn.inflight = conn.inflight.filter((id) => id !== f.client_id);
+    const p = s.pending.get(f.client_id);
+    p.state = "queued";
+    p.status.textContent = "retrying…";
+    setTimeout(() => {
+      if (s.pending.get(p.cid) === p && p.state === "queued") transmit(s, p);
+    }, RETRY_UNAVAILABLE_MS);
+    return;
+  }
   if (!REFUSALS.has(code)) return;
   // Which send was refused: the server's client_id if it gives one; else
   // for too_large the biggest unanswered send, for the rest the oldest.

@@ -161,6 +161,9 @@ func (h *Hub) Subscribe(ctx context.Context, room string, notify func()) (*Subsc
 	case <-ctx.Done():
 		sub.Close()
 		return nil, ctx.Err()
+	case <-h.ctx.Done():
+		sub.Close()
+		return nil, errors.New("hub closed")
 	}
 }
 
@@ -275,7 +278,7 @@ func (h *Hub) tail(r *tailedRoom) {
 			close(r.ready)
 			break
 		}
-		if h.ctx.Err() != nil {
+		if h.ctx.Err() != nil || h.leaveIfIdle(r) {
 			h.drop(r)
 			return
 		}
