@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -33,6 +35,7 @@ func TestConfigDefaults(t *testing.T) {
 		MaxMessageBytes:   4096,
 		DedupWindow:       10 * time.Minute,
 		TailBuffer:        1024,
+		RedisPoolSize:     10 * runtime.GOMAXPROCS(0),
 		ShutdownTimeout:   10 * time.Second,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "text",
@@ -57,6 +60,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"API_KEY":               "s3cret",
 		"ALLOWED_ORIGINS":       "https://a.example.com/, http://b.example.com:8080 ,*",
 		"TAIL_BUFFER":           "64",
+		"REDIS_POOL_SIZE":       "33",
 		"SHUTDOWN_TIMEOUT":      "3s",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
@@ -79,6 +83,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		APIKey:              "s3cret",
 		AllowedOrigins:      []string{"https://a.example.com", "http://b.example.com:8080", "*"},
 		TailBuffer:          64,
+		RedisPoolSize:       33,
 		ShutdownTimeout:     3 * time.Second,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
@@ -126,6 +131,8 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"MAX_MESSAGE_BYTES": "0"}, "MAX_MESSAGE_BYTES"},
 		{map[string]string{"MAX_MESSAGE_BYTES": "4KB"}, "MAX_MESSAGE_BYTES"},
 		{map[string]string{"TAIL_BUFFER": "8"}, "TAIL_BUFFER"},
+		{map[string]string{"REDIS_POOL_SIZE": "0"}, "REDIS_POOL_SIZE"},
+		{map[string]string{"REDIS_POOL_SIZE": "lots"}, "REDIS_POOL_SIZE"},
 		{map[string]string{"DEDUP_WINDOW": "soon"}, "DEDUP_WINDOW"},
 		{map[string]string{"DEDUP_WINDOW": "600"}, "DEDUP_WINDOW"}, // no unit
 		{map[string]string{"DEDUP_WINDOW": "500ms"}, "DEDUP_WINDOW"},
@@ -210,7 +217,11 @@ func TestDotEnv(t *testing.T) {
 		t.Errorf("ENV_FILE=%s: error %v, want one naming the file", missing, err)
 	}
 	// ... and run reports it.
-	if err := run(t.Context(), envMap(map[string]string{"ENV_FILE": missing}), &syncBuffer{}); err == nil || !strings.Contains(err.Error(), missing) {
+	// (A cancelled context: should run start anyway, it stops at once.)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	runEnv := map[string]string{"ENV_FILE": missing, "ADDR": "127.0.0.1:0", "EMBEDDED_REDIS_ADDR": "127.0.0.1:0"}
+	if err := run(cancelled, envMap(runEnv), &syncBuffer{}); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("run with ENV_FILE=%s: %v", missing, err)
 	}
 	// A bad value from the file is reported like one from the environment.
@@ -253,6 +264,11 @@ func TestRedisOptions(t *testing.T) {
 	}
 	if o.ClientName != "xroom" || !o.ContextTimeoutEnabled {
 		t.Errorf("ClientName %q ContextTimeoutEnabled %v", o.ClientName, o.ContextTimeoutEnabled)
+	}
+	// REDIS_POOL_SIZE is a hard cap on the connections.
+	o = mustOptions(t, config{RedisURL: "redis://127.0.0.1:6390", RedisPoolSize: 7})
+	if o.PoolSize != 7 || o.MaxActiveConns != 7 {
+		t.Errorf("REDIS_POOL_SIZE 7: PoolSize %d MaxActiveConns %d", o.PoolSize, o.MaxActiveConns)
 	}
 
 	o = mustOptions(t, config{RedisURL: "127.0.0.1:6391"}) // no scheme

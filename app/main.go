@@ -128,8 +128,12 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // addr is taken (a real Redis may already own 6379).
 func startEmbedded(addr string) (*miniredis.Miniredis, error) {
 	mr := miniredis.NewMiniRedis()
-	if err := mr.StartAddr(addr); err == nil {
+	err := mr.StartAddr(addr)
+	if err == nil {
 		return mr, nil
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("start embedded Redis on EMBEDDED_REDIS_ADDR=%s: %w", addr, err)
 	}
 	mr = miniredis.NewMiniRedis()
 	if err := mr.StartAddr("127.0.0.1:0"); err != nil {

@@ -377,7 +377,7 @@ func TestRunLogFormatJSON(t *testing.T) {
 	go func() {
 		done <- run(ctx, envMap(baseEnv(t, map[string]string{"EMBEDDED_REDIS_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json"})), out)
 	}()
-	m := out.waitFor(t, regexp.MustCompile(`"msg":"xroom is serving","url":"(http://[^"]+)"`), done)
+	out.waitFor(t, regexp.MustCompile(`"msg":"xroom is serving","url":"(http://[^"]+)"`), done)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
@@ -388,7 +388,6 @@ func TestRunLogFormatJSON(t *testing.T) {
 			t.Errorf("LOG_FORMAT=json printed a non-JSON line %q", line)
 		}
 	}
-	_ = m
 }
 
 func TestRunWithRedisURL(t *testing.T) {
@@ -483,3 +482,22 @@ func TestDisplayAddr(t *testing.T) {
 
 // removeBinary is set by the process tests when they built one.
 var removeBinary = func() {}
+
+func TestEmbeddedRedisFallsBackOnlyWhenThePortIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	mr, err := startEmbedded(ln.Addr().String())
+	if err != nil {
+		t.Fatalf("taken port: %v", err)
+	}
+	defer mr.Close()
+	if mr.Addr() == ln.Addr().String() {
+		t.Fatal("started on the taken port")
+	}
+	if _, err := startEmbedded("not an address"); err == nil || !strings.Contains(err.Error(), "EMBEDDED_REDIS_ADDR") {
+		t.Fatalf("bad address: %v, want an error naming EMBEDDED_REDIS_ADDR", err)
+	}
+}

@@ -103,7 +103,9 @@ func (h *Hub) Encode(room string, e *Entry) {
 
 // Close stops every tail and closes the blocking client.
 func (h *Hub) Close() error {
+	h.mu.Lock() // Subscribe starts tails under mu: none starts after this
 	h.cancel()
+	h.mu.Unlock()
 	err := h.blocking.Close() // unblocks reads in flight
 	h.wg.Wait()
 	return err

@@ -261,30 +261,37 @@ type Room struct {
 	LastActivity time.Time
 }
 
-// Rooms lists up to limit rooms, most recently active first.
+// Rooms lists up to limit rooms, most recently active first. A room whose
+// stream was deleted is left out (and left in the set: removing it here
+// could race with a new first message in it).
 func (s *Store) Rooms(ctx context.Context, limit int) ([]Room, error) {
-	zs, err := s.rdb.ZRevRangeWithScores(ctx, s.keys.Rooms(), 0, int64(limit)-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list rooms: %w", err)
-	}
-	pipe := s.rdb.Pipeline()
-	lasts := make([]*redis.XMessageSliceCmd, len(zs))
-	for i, z := range zs {
-		lasts[i] = pipe.XRevRangeN(ctx, s.keys.Messages(asString(z.Member)), "+", "-", 1)
-	}
-	if len(zs) > 0 {
+	rooms := make([]Room, 0, min(limit, 100))
+	for offset := int64(0); len(rooms) < limit; {
+		chunk := int64(limit - len(rooms))
+		zs, err := s.rdb.ZRevRangeWithScores(ctx, s.keys.Rooms(), offset, offset+chunk-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list rooms: %w", err)
+		}
+		if len(zs) == 0 {
+			break
+		}
+		offset += int64(len(zs))
+		pipe := s.rdb.Pipeline()
+		lasts := make([]*redis.XMessageSliceCmd, len(zs))
+		for i, z := range zs {
+			lasts[i] = pipe.XRevRangeN(ctx, s.keys.Messages(asString(z.Member)), "+", "-", 1)
+		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("list rooms: %w", err)
 		}
-	}
-	rooms := make([]Room, 0, len(zs))
-	for i, z := range zs {
-		msgs := lasts[i].Val()
-		if len(msgs) == 0 {
-			continue // the stream was deleted: the room is gone
+		for i, z := range zs {
+			msgs := lasts[i].Val()
+			if len(msgs) == 0 {
+				continue // the stream was deleted: the room is gone
+			}
+			id, _ := ParseID(msgs[0].ID)
+			rooms = append(rooms, Room{Name: asString(z.Member), LastID: id, LastActivity: time.UnixMilli(int64(z.Score))})
 		}
-		id, _ := ParseID(msgs[0].ID)
-		rooms = append(rooms, Room{Name: asString(z.Member), LastID: id, LastActivity: time.UnixMilli(int64(z.Score))})
 	}
 	return rooms, nil
 }
@@ -326,7 +333,10 @@ func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldes
 	// Trimming leaves no trace but the oldest entry: since older than it
 	// may have missed entries. XDEL is tracked exactly (Redis 7
 	// max-deleted-entry-id): since older than a deleted entry missed it.
-	gap = !oldest.IsZero() && since.Less(oldest)
+	gap = !oldest.IsZero() && since.Next().Less(oldest)
+	if info.EntriesAdded > 0 && info.EntriesAdded == info.Length {
+		gap = false // nothing was ever removed (Redis 7 counts every entry added)
+	}
 	if maxDeleted, err := ParseID(info.MaxDeletedEntryID); err == nil && since.Less(maxDeleted) {
 		gap = true
 	}

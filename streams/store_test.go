@@ -222,12 +222,15 @@ func TestAppendDedup(t *testing.T) {
 	}
 	// The same user and client_id in another room is another message too.
 	id4, dup := e.add("other", streams.Message{User: "alice", Text: "hi", ClientID: "c1"})
-	if dup || id4 == id1 {
+	if dup || id4.IsZero() {
 		t.Fatalf("alice's c1 in another room: id %v dup %v", id4, dup)
 	}
 	// No client_id: never deduplicated.
 	e.add("lobby", streams.Message{User: "alice", Text: "same"})
 	e.add("lobby", streams.Message{User: "alice", Text: "same"})
+	if l := e.xlen("other"); l != 1 {
+		t.Fatalf("XLEN of the other room = %d, want 1", l)
+	}
 	if l := e.xlen("lobby"); l != 4 {
 		t.Fatalf("XLEN = %d, want 4", l)
 	}
