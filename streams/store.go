@@ -126,8 +126,10 @@ func (s *Store) Append(ctx context.Context, room string, m Message) (id ID, dupl
 		}
 		add := pipe.XAdd(ctx, args)
 		s.touch(ctx, pipe, room)
-		_, _ = pipe.Exec(ctx) // only the XADD's error matters: the rooms set is advisory
-		if err = add.Err(); err != nil {
+		_, execErr := pipe.Exec(ctx)
+		// Only the XADD's outcome matters (the rooms set is advisory), but a
+		// pipeline that never reached Redis reports only through execErr.
+		if err = cmdErr(add.Err(), add.Val() == "", execErr); err != nil {
 			return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
 		}
 		raw = add.Val()
@@ -173,12 +175,27 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, keys []stri
 		if extra != nil {
 			extra(pipe)
 		}
-		_, _ = pipe.Exec(ctx) // the script's own error is what counts; extras are advisory
+		_, execErr := pipe.Exec(ctx) // the script's outcome is what counts; extras are advisory
 		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			continue
 		}
-		return cmd.Val(), cmd.Err()
+		return cmd.Val(), cmdErr(cmd.Err(), cmd.Val() == nil, execErr)
 	}
+}
+
+// cmdErr is the error of one command in a pipeline: its own, or the
+// pipeline's when the command got no reply at all.
+func cmdErr(own error, noReply bool, pipeline error) error {
+	if own != nil {
+		return own
+	}
+	if noReply && pipeline != nil {
+		return pipeline
+	}
+	if noReply {
+		return errors.New("no reply from Redis")
+	}
+	return nil
 }
 
 // Range returns up to count entries after the given ID, oldest first.
