@@ -8,6 +8,8 @@ require (
 	github.com/gofiber/contrib/websocket v1.3.4
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/joho/godotenv v1.5.1
+	// v9.23.0 opened connections beyond MaxActiveConns under a burst of joins
+	// (handlers TestManyConnectionsShareFewRedisConnections); v9.17.3 holds the cap.
 	github.com/redis/go-redis/v9 v9.17.3
 )
 
