@@ -346,6 +346,15 @@ func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldes
 	}
 	if info.FirstEntry.ID != "" {
 		oldest, _ = ParseID(info.FirstEntry.ID)
+	} else if info.Length > 0 {
+		// Servers whose XINFO lacks first-entry (the embedded one).
+		first, err := s.Range(ctx, room, Zero, 1)
+		if err != nil {
+			return false, Zero, err
+		}
+		if len(first) > 0 {
+			oldest = first[0].ID
+		}
 	}
 	// Trimming leaves no trace but the oldest entry: since older than it
 	// may have missed entries. XDEL is tracked exactly (Redis 7
