@@ -485,3 +485,19 @@ func TestEpochResetWhenHistoryWasLost(t *testing.T) {
 		t.Fatalf("ready epoch %q, want a new one", r.Epoch)
 	}
 }
+
+func TestTrailingSlashIsOptional(t *testing.T) {
+	ts := startServer(t)
+	d := websocket.Dialer{Subprotocols: []string{"xroom.v1"}}
+	conn, _, err := d.Dial("ws"+strings.TrimPrefix(ts.base, "http")+"/ws/chat/lobby?user=noslash", nil)
+	if err != nil {
+		t.Fatalf("without the trailing slash: %v", err)
+	}
+	defer conn.Close()
+	c := &client{t: t, conn: conn}
+	c.expect("ready")
+	c.send(`{"message": "hi"}`)
+	if f := c.expect("message"); f.User != "noslash" {
+		t.Fatalf("got %+v", f)
+	}
+}
