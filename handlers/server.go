@@ -220,10 +220,10 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		user:    c.Locals("user").(string),
 		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
-		done:    make(chan struct{}),
-		broken:  make(chan struct{}),
 		buf:     make([]*streams.Entry, 0, batchSize),
 	}
+	sess.ctx, sess.cancel = context.WithCancel(context.Background())
+	defer sess.cancel()
 	if since, ok := c.Locals("since").(streams.ID); ok {
 		sess.hasSince, sess.since = true, since
 	}
@@ -231,7 +231,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
 
 	if !s.track(sess) {
-		_ = sess.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
+		_ = sess.sendClose(websocket.CloseGoingAway, "server shutting down")
 		return
 	}
 	defer s.untrack(sess)
@@ -240,9 +240,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
 	cancel()
 	if err != nil {
-		sess.log.Warn("cannot follow room", "err", err)
-		_ = sess.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: "the room is unavailable right now; reconnect to try again"}))
-		_ = sess.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"), time.Now().Add(closeGrace))
+		sess.giveUp("the room is unavailable right now; reconnect to try again", err)
 		return
 	}
 	sess.sub = sub

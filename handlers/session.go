@@ -54,14 +54,13 @@ type session struct {
 
 	sub     *streams.Subscription
 	control chan []byte
-	done    chan struct{} // closed when the session ends
-	broken  chan struct{} // closed when a write failed: nothing more can be sent
-	breakUp sync.Once
+	// ctx ends with the session: Redis reads made for it stop then too.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	writing bool // a writer goroutine is running
 	pending bool // more may have arrived since the writer last looked
-	closed  bool
 	writers sync.WaitGroup
 	pinger  *time.Timer
 
@@ -83,15 +82,9 @@ type session struct {
 // kick makes sure a writer runs to look for work. Safe from any goroutine; never blocks.
 func (s *session) kick() {
 	s.mu.Lock()
-	if s.closed {
+	if s.ctx.Err() != nil { // ended: no writer starts again
 		s.mu.Unlock()
 		return
-	}
-	select {
-	case <-s.broken:
-		s.mu.Unlock()
-		return
-	default:
 	}
 	if s.writing {
 		s.pending = true
@@ -113,7 +106,7 @@ func (s *session) writeLoop() {
 		more, err := s.writePass()
 		if err != nil {
 			s.log.Debug("write failed; closing", "err", err)
-			s.breakUp.Do(func() { close(s.broken) })
+			s.stop()
 			s.closeRaw() // the reader sees it and ends the session
 			s.mu.Lock()
 			s.writing = false
@@ -121,7 +114,7 @@ func (s *session) writeLoop() {
 			return
 		}
 		s.mu.Lock()
-		if !more && !s.pending || s.closed {
+		if !more && !s.pending || s.ctx.Err() != nil {
 			s.writing = false
 			s.mu.Unlock()
 			return
@@ -134,33 +127,25 @@ func (s *session) writeLoop() {
 // then queued acks and errors, then one batch of entries. more reports that
 // another pass is due right away.
 func (s *session) writePass() (more bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-	defer cancel()
 	if !s.joined {
-		if err := s.join(ctx); err != nil {
+		ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+		err := s.join(ctx)
+		cancel()
+		if err != nil {
 			var we writeError
-			if errors.As(err, &we) {
-				return false, err // the socket failed
+			if !errors.As(err, &we) { // Redis failed, the socket did not
+				s.giveUp("history is unavailable right now; reconnect to try again", err)
 			}
-			s.log.Warn("join failed", "err", err)
-			s.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: "history is unavailable right now; reconnect to try again"}))
-			_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"), time.Now().Add(closeGrace))
 			return false, err
 		}
 		s.joined = true
 	}
-	for {
-		select {
-		case f := <-s.control:
-			if err := s.writeText(f); err != nil {
-				return false, err
-			}
-			continue
-		default:
-		}
-		break
+	if err := s.drainControl(); err != nil {
+		return false, err
 	}
-	entries, next, err := s.sub.Next(ctx, s.cursor, s.buf)
+	// Served from memory unless this connection is behind; the hub bounds
+	// the Redis read then.
+	entries, next, err := s.sub.Next(s.ctx, s.cursor, s.buf)
 	if err != nil {
 		s.log.Warn("reading the room failed; retrying", "err", err)
 		time.AfterFunc(retryDelay, s.kick)
@@ -241,6 +226,33 @@ func (s *session) join(ctx context.Context) error {
 	return nil
 }
 
+// drainControl writes the acks and errors waiting in the queue.
+func (s *session) drainControl() error {
+	for {
+		select {
+		case f := <-s.control:
+			if err := s.writeText(f); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// giveUp tells the client the room cannot be served now: an error frame,
+// then close 1013 (try again later), so it reconnects with backoff.
+func (s *session) giveUp(message string, err error) {
+	s.log.Warn("cannot serve the room", "err", err)
+	_ = s.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: message}))
+	_ = s.sendClose(websocket.CloseTryAgainLater, "redis unavailable")
+}
+
+// sendClose sends a close frame; WriteControl may run alongside the writer.
+func (s *session) sendClose(code int, reason string) error {
+	return s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeGrace))
+}
+
 // send writes a frame that only the xroom dialect gets.
 func (s *session) send(v any) error {
 	if s.compat {
@@ -276,8 +288,7 @@ func (s *session) queue(frame []byte) {
 	select {
 	case s.control <- frame:
 		s.kick()
-	case <-s.done:
-	case <-s.broken:
+	case <-s.ctx.Done():
 	}
 }
 
@@ -345,20 +356,28 @@ func (s *session) ping() {
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil && !s.closed {
+	if err == nil && s.ctx.Err() == nil {
 		s.pinger.Reset(s.srv.cfg.PingPeriod)
 	}
 }
 
-// close ends the session: no writer starts again, and the one running ends.
-func (s *session) close() {
+// stop marks the session ended: no writer starts again, a full queue no
+// longer blocks the reader, and Redis reads made for it are cancelled.
+// Taken under mu so that kick cannot start a writer after close waits.
+func (s *session) stop() {
 	s.mu.Lock()
-	s.closed = true
+	s.cancel()
+	s.mu.Unlock()
+}
+
+// close ends the session and waits until nothing else uses the connection.
+func (s *session) close() {
+	s.stop()
+	s.mu.Lock()
 	if s.pinger != nil {
 		s.pinger.Stop()
 	}
 	s.mu.Unlock()
-	close(s.done)
 	s.closeRaw()
 	s.connMu.Lock() // waits for a ping or goAway in flight; they fail fast now
 	s.gone = true
@@ -391,7 +410,7 @@ func (s *session) closeRaw() {
 // moment to answer before the read loop is cut off.
 func (s *session) goAway() {
 	_ = s.withConn(func() error {
-		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(closeGrace))
+		_ = s.sendClose(websocket.CloseGoingAway, "server shutting down")
 		return s.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	})
 }

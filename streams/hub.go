@@ -26,14 +26,18 @@ type HubOptions struct {
 	ReadCount int
 	// Block is how long one XREAD BLOCK waits; a room nobody is in stops
 	// being tailed within this time.
-	Block  time.Duration
-	Logger *slog.Logger
+	Block time.Duration
+	// CatchUpTimeout bounds one Redis read by a subscriber behind the
+	// buffer, so a stalled Redis delays it, never hangs it.
+	CatchUpTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 const (
 	defaultBuffer    = 1024
 	defaultReadCount = 1000
 	defaultBlock     = 5 * time.Second
+	defaultCatchUp   = 5 * time.Second
 	// maxBackoff bounds the wait between retries while Redis is unreachable.
 	maxBackoff = 2 * time.Second
 )
@@ -77,6 +81,9 @@ func NewHub(store *Store, blocking redis.UniversalClient, opt HubOptions) *Hub {
 	}
 	if opt.Block <= 0 {
 		opt.Block = defaultBlock
+	}
+	if opt.CatchUpTimeout <= 0 {
+		opt.CatchUpTimeout = defaultCatchUp
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -193,7 +200,8 @@ func (s *Subscription) Head() ID {
 
 // Next fills dst (up to its capacity) with the entries after cursor, in
 // order, and returns them with the new cursor. It serves from memory when
-// it can and reads Redis when cursor is behind the room's buffer. Entries
+// it can and reads Redis (within CatchUpTimeout) when cursor is behind the
+// room's buffer. Entries
 // without a message are included (so the cursor passes them) with no Frame.
 func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*Entry, ID, error) {
 	r := s.room
@@ -215,6 +223,8 @@ func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*En
 	r.mu.RUnlock()
 
 	s.hub.stats.CatchUps.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, s.hub.opt.CatchUpTimeout)
+	defer cancel()
 	es, err := s.hub.store.Range(ctx, r.name, cursor, max)
 	if err != nil {
 		return dst, cursor, err
