@@ -1,20 +1,27 @@
-// xroom browser client: join a room, read it, write to it. Speaks the
-// xroom.v1 dialect of /ws/chat/{room}/ (see PROTOCOL.md). All user text is
-// put in with textContent: never innerHTML with data.
+// xroom browser client: a lobby of rooms, and one room at a time to read and
+// write. Speaks the xroom.v1 dialect of /ws/chat/{room}/ (see PROTOCOL.md).
+// All user text goes in with textContent: never innerHTML with data.
+// The pure parts (IDs, rules, backoff, outbox, presence) live in logic.js.
 import {
-  backoffDelay, chatUrl, compareIds, formatHHMM, hashForRoom, idTime,
-  isPolicyClose, isValidId, isValidRoom, isValidUser, newClientId,
-  normalizeUser, roomFromHash, utf8Length,
+  Outbox, activeTypers, applyPresence, backoffDelay, chatUrl, formatAgo, formatHHMM,
+  hashForRoom, idTime, isNewId, isPolicyClose, isValidId, isValidRoom, isValidUser,
+  normalizeUser, olderMessages, olderPageUrl, roomFromLocation, shouldSendTyping,
+  sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length, TYPING_SHOW_MS,
 } from "./logic.js";
 
 const SUBPROTOCOL = "xroom.v1";
 const USER_KEY = "xroom.user";
-const LOG_LIMIT = 2000; // oldest lines are dropped beyond this, to bound the DOM
+const LOG_LIMIT = 2000; // oldest lines are dropped beyond this (while reading the newest), to bound the DOM
 const ROOMS_SHOWN = 30;
+const ROOMS_REFRESH_MS = 15000; // the lobby's "last activity" stays fresh without a socket per room
+const OLDER_PAGE = 50; // messages per scroll-up page
+const OLDER_TRIGGER_PX = 80; // how close to the top of the log before the next older page loads
 // Error codes that refuse one frame we sent (the message was not stored).
 const REFUSALS = new Set(["bad_json", "bad_utf8", "bad_client_id", "empty", "too_large", "rate_limited", "unknown_type"]);
 // How long to wait before resending a message the server could not store.
 const RETRY_UNAVAILABLE_MS = 2000;
+// Passed on to the WebSocket when the page was opened with ?token=.
+const TOKEN = tokenFromSearch(location.search);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -22,7 +29,9 @@ const ui = {
   join: $("join"), user: $("user"), userError: $("user-error"),
   room: $("room"), roomError: $("room-error"), leave: $("leave-btn"),
   roomsList: $("rooms-list"), roomsNote: $("rooms-note"), roomsRefresh: $("rooms-refresh"),
-  log: $("log"), composer: $("composer"), text: $("text"), send: $("send-btn"),
+  chatTitle: $("chat-title"), older: $("older"), olderNote: $("older-note"),
+  log: $("log"), typing: $("typing"), composer: $("composer"), text: $("text"), send: $("send-btn"),
+  members: $("members"), membersList: $("members-list"), membersCount: $("members-count"),
 };
 
 // The joined room, or null. Everything about one room lives here, so that
@@ -33,18 +42,24 @@ function newSession(room, user) {
   return {
     room, user,
     lastId: null,     // newest message ID shown: anything <= it is a duplicate
+    oldestId: null,   // oldest message ID shown: where the next older page ends
+    historyDone: false, // the oldest retained message is shown
+    loadingOlder: null, // AbortController of the older page being fetched
     epoch: null,      // from ready; lets the server tell us the history was reset
-    conn: null,       // {ws, opened, ready, inflight: [client_id...]}
+    conn: null,       // {ws, opened, ready, inflight: [client_id...], typingOff}
     attempt: 0,       // reconnect attempts since the last ready
     failedOpens: 0,   // consecutive sockets that never opened
     timer: 0, tick: 0, reconnectAt: 0,
     halted: false,    // server said not to come back (policy close)
-    // Own messages not yet seen in the stream, by client_id, in send order.
-    // state: queued (waits for a ready socket), sent, acked.
-    pending: new Map(),
+    outbox: new Outbox(), // own messages not yet seen in the stream; entries carry .el and .status
     // Rows of refused messages, by client_id: should the refusal have been
     // pinned on the wrong send, that message's stream copy removes the row.
     failed: new Map(),
+    members: new Set(), // who is here, from presence frames
+    typing: new Map(),  // user -> ms of their last typing event
+    typingTimer: 0,
+    typingSent: 0,      // ms of our last typing frame
+    unread: 0,          // messages that arrived while the tab was hidden
   };
 }
 
@@ -57,6 +72,7 @@ function setStatus(state, text, countdown = "") {
   if (ui.status.textContent !== text) ui.status.textContent = text;
   ui.countdown.textContent = countdown;
   ui.retry.hidden = !(state === "waiting" || state === "halted");
+  ui.members.classList.toggle("stale", Boolean(session) && state !== "connected");
 }
 
 // ---- log ---------------------------------------------------------------
@@ -72,13 +88,28 @@ function scrollToBottom() {
 
 // Own messages waiting for the stream sit below everything else; stream
 // entries and notices go in just above them, which keeps stream order.
-function insertAboveOutbox(el) {
+function insertAboveOutbox(node) {
   const pinned = atBottom();
-  ui.log.insertBefore(el, ui.log.querySelector(":scope > .outbox"));
+  ui.log.insertBefore(node, ui.log.querySelector(":scope > .outbox"));
+  if (pinned) {
+    trimLog();
+    scrollToBottom();
+  }
+}
+
+// Drops the oldest lines beyond LOG_LIMIT; scrolling up brings them back.
+function trimLog() {
+  let trimmed = false;
   while (ui.log.childElementCount > LOG_LIMIT && !ui.log.firstElementChild.classList.contains("outbox")) {
     ui.log.firstElementChild.remove();
+    trimmed = true;
   }
-  if (pinned) scrollToBottom();
+  if (trimmed && session) {
+    const first = ui.log.querySelector(":scope > .msg[data-id]");
+    session.oldestId = first ? first.dataset.id : session.lastId;
+    session.historyDone = false;
+    showOlderState(session);
+  }
 }
 
 function el(tag, className, text) {
@@ -89,8 +120,7 @@ function el(tag, className, text) {
 }
 
 function notice(text, kind = "info") {
-  const n = el("div", `notice notice-${kind}`, text);
-  insertAboveOutbox(n);
+  insertAboveOutbox(el("div", `notice notice-${kind}`, text));
 }
 
 function renderMessage({ id, user, message, ts }, own) {
@@ -107,10 +137,6 @@ function renderMessage({ id, user, message, ts }, own) {
   return row;
 }
 
-function clearLog() {
-  ui.log.replaceChildren();
-}
-
 // ---- join / leave ------------------------------------------------------
 
 function join(room, user) {
@@ -121,11 +147,16 @@ function join(room, user) {
   }
   leave(false);
   session = newSession(room, user);
-  clearLog();
-  document.title = `${room} · xroom`;
+  ui.log.replaceChildren();
+  ui.chatTitle.textContent = `Messages in ${room}`;
+  updateTitle(session);
   ui.leave.hidden = false;
   ui.text.disabled = ui.send.disabled = false;
   ui.text.placeholder = `Message ${room}`;
+  ui.members.hidden = false;
+  renderMembers(session);
+  renderTyping(session);
+  showOlderState(session);
   markCurrentRoom();
   notice(`Joined ${room} as ${user}.`);
   connect();
@@ -136,17 +167,27 @@ function leave(byUser = true) {
   if (!s) return;
   session = null; // first: every handler of s now ignores its events
   stopTimers(s);
+  clearTimeout(s.typingTimer);
+  s.loadingOlder?.abort();
   if (s.conn) s.conn.ws.close(1000, "left");
   if (byUser) {
     notice(`Left ${s.room}.`);
-    if (s.pending.size) notice(`${s.pending.size} unsent message(s) were dropped.`, "warn");
-    for (const p of s.pending.values()) p.el.remove();
-    history.replaceState(null, "", location.pathname + location.search);
-    document.title = "xroom";
+    if (s.outbox.size) notice(`${s.outbox.size} unsent message(s) were dropped.`, "warn");
+    for (const e of s.outbox.entries.values()) e.el.remove();
+    // Keep ?token=, drop the room from the address: a reload stays in the lobby.
+    const q = new URLSearchParams(location.search);
+    q.delete("room");
+    history.replaceState(null, "", location.pathname + (q.size ? "?" + q : ""));
   }
+  document.title = titleFor(null, 0);
+  ui.chatTitle.textContent = "Messages";
   ui.leave.hidden = true;
   ui.text.disabled = ui.send.disabled = true;
   ui.text.placeholder = "Join a room to chat";
+  ui.members.hidden = true;
+  ui.older.hidden = true;
+  ui.olderNote.hidden = true;
+  ui.typing.textContent = "";
   setStatus("idle", "not connected");
   markCurrentRoom();
 }
@@ -169,7 +210,7 @@ function connect() {
   }
   s.halted = false;
   setStatus("connecting", "connecting…");
-  const url = chatUrl(location, s.room, { user: s.user, since: s.lastId, epoch: s.epoch });
+  const url = chatUrl(location, s.room, { user: s.user, since: s.lastId, epoch: s.epoch, token: TOKEN });
   let ws;
   try {
     ws = new WebSocket(url, SUBPROTOCOL);
@@ -178,7 +219,7 @@ function connect() {
     scheduleReconnect(s);
     return;
   }
-  const conn = { ws, opened: false, ready: false, inflight: [] };
+  const conn = { ws, opened: false, ready: false, inflight: [], typingOff: false };
   s.conn = conn;
   ws.onopen = () => {
     if (session !== s || s.conn !== conn) return;
@@ -210,12 +251,13 @@ function connect() {
 function handleClose(s, conn, ev) {
   s.conn = null;
   // Anything sent but not acknowledged goes out again after the next ready,
-  // unless the replay shows it was stored (then it leaves the pending map).
-  for (const p of s.pending.values()) if (p.state === "sent") p.state = "queued";
+  // unless the replay shows it was stored (then it leaves the outbox).
+  s.outbox.disconnected();
+  for (const e of s.outbox.queued()) e.status.textContent = "waiting for the connection…";
   if (ev.code === 1009) {
     // Frame over the transport limit: blame the biggest one in flight so
     // that it is not resent on every reconnect.
-    const big = s.pending.get(biggestInflight(s, conn));
+    const big = s.outbox.take(biggestInflight(s, conn));
     if (big) fail(s, big, "too_large");
   }
   if (!conn.opened && ++s.failedOpens === 3) {
@@ -263,90 +305,211 @@ function reconnectNow() {
 
 function handleFrame(s, conn, f) {
   switch (f.type) {
-    case "message": return onMessage(s, f);
+    case "message": return onMessage(s, conn, f);
     case "ready": return onReady(s, conn, f);
     case "ack": return onAck(s, conn, f);
     case "gap": return onGap(s, f);
     case "error": return onError(s, conn, f);
+    case "presence": return onPresence(s, f);
     default: return; // the server may add frame types
   }
 }
 
-function onMessage(s, f) {
+function onMessage(s, conn, f) {
   if (!isValidId(f.id) || typeof f.message !== "string") return;
-  const p = typeof f.client_id === "string" ? s.pending.get(f.client_id) : undefined;
-  if (p) dropPending(s, p); // it is stored: the stream copy replaces it, never resent
+  const mine = s.outbox.take(f.client_id);
+  if (mine) dropRow(s, mine); // it is stored: the stream copy replaces it, never resent
   const refused = s.failed.get(f.client_id);
   if (refused) {
     s.failed.delete(f.client_id);
     refused.remove();
   }
-  if (s.lastId && compareIds(f.id, s.lastId) <= 0) return; // already shown
+  if (!isNewId(f.id, s.lastId)) return; // already shown
   s.lastId = f.id;
-  insertAboveOutbox(renderMessage(f, Boolean(p) || f.user === s.user));
+  if (!s.oldestId) s.oldestId = f.id;
+  const own = Boolean(mine) || f.user === s.user;
+  insertAboveOutbox(renderMessage(f, own));
+  if (typeof f.user === "string" && s.typing.delete(f.user)) renderTyping(s);
+  if (conn.ready && !own && document.hidden) {
+    s.unread++;
+    updateTitle(s);
+  }
 }
 
 function onReady(s, conn, f) {
-  if (isValidId(f.last_id) && (!s.lastId || compareIds(f.last_id, s.lastId) > 0)) {
-    s.lastId = f.last_id;
-  }
+  if (isNewId(f.last_id, s.lastId)) s.lastId = f.last_id;
   if (f.epoch !== undefined && f.epoch !== null && f.epoch !== "") s.epoch = String(f.epoch);
   conn.ready = true;
   s.attempt = 0;
   setStatus("connected", "connected");
-  for (const p of [...s.pending.values()]) {
-    // Acknowledged before a drop, yet not in the replay: trimmed meanwhile.
-    if (p.state === "acked" && s.lastId && compareIds(p.ackId, s.lastId) <= 0) settle(s, p);
-  }
-  for (const p of s.pending.values()) if (p.state === "queued") transmit(s, p);
+  // Acknowledged before a drop, yet not in the replay: trimmed meanwhile.
+  for (const e of s.outbox.settleUpTo(s.lastId)) settleRow(e);
+  for (const e of s.outbox.queued()) transmit(s, e);
+  if (!s.oldestId) s.historyDone = true; // an empty room: nothing older either
+  showOlderState(s);
+  fillLog(s);
 }
 
 function onAck(s, conn, f) {
-  const p = s.pending.get(f.client_id);
   conn.inflight = conn.inflight.filter((id) => id !== f.client_id);
-  if (!p || !isValidId(f.id)) return;
-  p.state = "acked";
-  p.ackId = f.id;
-  p.el.classList.remove("pending");
-  p.status.textContent = "";
-  // Normally its own message frame follows and takes its place in the log.
-  if (s.lastId && compareIds(f.id, s.lastId) <= 0) settle(s, p);
+  const e = s.outbox.acked(f.client_id, f.id);
+  if (!e) return;
+  e.el.classList.remove("pending");
+  e.status.textContent = "";
+  // Normally its own message frame follows and takes its place in the log;
+  // if the page is already past its ID, it will not: it stays where it is.
+  if (s.lastId && !isNewId(f.id, s.lastId)) {
+    s.outbox.take(e.cid);
+    settleRow(e);
+  }
 }
 
 function onGap(s, f) {
   if (f.reason === "reset") {
+    // The history we showed is gone and its IDs mean nothing now: start
+    // over with what the room holds (the replay follows this frame).
+    s.loadingOlder?.abort();
+    for (const e of s.outbox.settleAcked()) e.el.remove();
+    for (const node of [...ui.log.children]) if (!node.classList.contains("outbox")) node.remove();
+    s.failed.clear();
+    s.lastId = s.oldestId = null;
+    s.historyDone = false;
     notice("The room's history was reset; earlier messages are gone.", "warn");
-    // IDs of the new history may be smaller than the ones we saw.
-    s.lastId = null;
-    for (const p of [...s.pending.values()]) if (p.state === "acked") settle(s, p);
   } else {
-    notice("Some older messages were trimmed and cannot be shown.", "warn");
+    notice("Some older messages were trimmed away while you were away and cannot be shown.", "warn");
   }
 }
 
 function onError(s, conn, f) {
   const code = typeof f.code === "string" ? f.code : "error";
   const text = typeof f.message === "string" ? f.message : "";
+  if (code === "unknown_type" && !f.client_id && conn.typingSent && !conn.typingOff) {
+    // A server without typing support refused our typing frame: stop sending it.
+    conn.typingOff = true;
+    return;
+  }
   notice(text ? `${code}: ${text}` : code, "error");
-  if (code === "unavailable" && s.pending.has(f.client_id)) {
+  if (code === "unavailable" && s.outbox.get(f.client_id)) {
     // Storage hiccup: the message was not stored; resend it (same client_id) shortly.
     conn.inflight = conn.inflight.filter((id) => id !== f.client_id);
-    const p = s.pending.get(f.client_id);
-    p.state = "queued";
-    p.status.textContent = "retrying…";
+    const e = s.outbox.retry(f.client_id);
+    e.status.textContent = "retrying…";
     setTimeout(() => {
-      if (s.pending.get(p.cid) === p && p.state === "queued") transmit(s, p);
+      if (s.outbox.get(e.cid) === e && e.state === "queued") transmit(s, e);
     }, RETRY_UNAVAILABLE_MS);
     return;
   }
   if (!REFUSALS.has(code)) return;
   // Which send was refused: the server's client_id if it gives one; else
   // for too_large the biggest unanswered send, for the rest the oldest.
-  const cid = s.pending.has(f.client_id) ? f.client_id
+  const cid = s.outbox.get(f.client_id) ? f.client_id
     : code === "too_large" ? biggestInflight(s, conn) : conn.inflight[0];
   conn.inflight = conn.inflight.filter((id) => id !== cid);
-  const p = s.pending.get(cid);
-  if (p) fail(s, p, code);
+  const e = s.outbox.take(cid);
+  if (e) fail(s, e, code);
+}
+
+// ---- presence and typing -------------------------------------------------
+
+function onPresence(s, f) {
+  if (f.event === "typing") {
+    if (typeof f.user === "string" && f.user !== s.user) {
+      s.typing.set(f.user, Date.now());
+      renderTyping(s);
+    }
+    return;
+  }
+  const { members, notice: news } = applyPresence(s.members, f, s.user);
+  s.members = members;
+  if (f.event === "leave" && typeof f.user === "string" && s.typing.delete(f.user)) renderTyping(s);
+  renderMembers(s);
+  if (news) notice(news, "presence");
+}
+
+function renderMembers(s) {
+  const items = sortedMembers(s.members, s.user).map((u) => {
+    const li = el("li", u === s.user ? "member self" : "member", u);
+    if (u === s.user) li.append(el("span", "hint", " (you)"));
+    return li;
+  });
+  ui.membersList.replaceChildren(...items);
+  ui.membersCount.textContent = `(${s.members.size})`;
+}
+
+// Shows who is typing, and clears them TYPING_SHOW_MS after their last event.
+function renderTyping(s) {
+  clearTimeout(s.typingTimer);
+  const now = Date.now();
+  const who = activeTypers(s.typing, now);
+  const text = typingText(who);
+  if (ui.typing.textContent !== text) ui.typing.textContent = text;
+  if (who.length) {
+    const next = Math.min(...who.map((u) => s.typing.get(u))) + TYPING_SHOW_MS - now;
+    s.typingTimer = setTimeout(() => session === s && renderTyping(s), Math.max(50, next));
+  }
+}
+
+// Tells the room we are typing, at most every TYPING_SEND_MS.
+function typed() {
+  const s = session;
+  const conn = s?.conn;
+  if (!conn || !conn.ready || conn.typingOff || conn.ws.readyState !== WebSocket.OPEN) return;
+  if (!ui.text.value.trim()) return;
+  const now = Date.now();
+  if (!shouldSendTyping(s.typingSent, now)) return;
+  s.typingSent = conn.typingSent = now;
+  conn.ws.send('{"type":"typing"}');
+}
+
+// ---- older history -----------------------------------------------------
+
+function showOlderState(s) {
+  ui.older.hidden = !s || s.historyDone || !s.oldestId;
+  ui.older.disabled = Boolean(s?.loadingOlder);
+  ui.older.textContent = s?.loadingOlder ? "Loading older messages…" : "Load older messages";
+  ui.olderNote.hidden = !s || !s.historyDone || !s.oldestId;
+}
+
+// Fetches the page of history just before the oldest message shown and puts
+// it on top, keeping what the person looks at in place.
+async function loadOlder(s) {
+  if (session !== s || s.loadingOlder || s.historyDone || !s.oldestId) return;
+  const ctl = (s.loadingOlder = new AbortController());
+  showOlderState(s);
+  try {
+    const res = await fetch(olderPageUrl(s.room, s.oldestId, OLDER_PAGE), {
+      headers: { Accept: "application/json" }, signal: ctl.signal,
+    });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
+    if (session !== s || s.loadingOlder !== ctl) return;
+    const older = olderMessages(body, s.oldestId);
+    if (older.length) {
+      const fromBottom = ui.log.scrollHeight - ui.log.scrollTop;
+      const frag = document.createDocumentFragment();
+      for (const m of older) frag.append(renderMessage(m, m.user === s.user));
+      ui.log.prepend(frag);
+      ui.log.scrollTop = ui.log.scrollHeight - fromBottom; // no jump
+      s.oldestId = older[0].id;
+    }
+    if (!body || body.next === null || body.next === undefined) s.historyDone = true;
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    if (session === s) notice(`Could not load older messages (${err.message}).`, "error");
+  } finally {
+    if (s.loadingOlder === ctl) s.loadingOlder = null;
+    if (session === s) {
+      showOlderState(s);
+      fillLog(s);
+    }
+  }
+}
+
+// Loads older pages until the log can scroll, so that scrolling up can ask for more.
+function fillLog(s) {
+  if (session === s && !s.historyDone && ui.log.scrollHeight <= ui.log.clientHeight + OLDER_TRIGGER_PX) {
+    loadOlder(s);
+  }
 }
 
 // ---- own messages ------------------------------------------------------
@@ -354,72 +517,68 @@ function onError(s, conn, f) {
 function queueMessage(text) {
   const s = session;
   if (!s) return;
-  const cid = newClientId();
-  const row = renderMessage({ user: s.user, message: text, ts: Date.now() }, true);
-  row.classList.add("outbox", "pending");
-  const status = el("span", "msg-state", "sending…");
-  row.append(status);
-  const p = { cid, text, el: row, status, state: "queued", ackId: null };
-  s.pending.set(cid, p);
-  ui.log.append(row);
+  const e = s.outbox.add(text);
+  e.el = renderMessage({ user: s.user, message: text, ts: Date.now() }, true);
+  e.el.classList.add("outbox", "pending");
+  e.status = el("span", "msg-state", "sending…");
+  e.el.append(e.status);
+  ui.log.append(e.el);
   scrollToBottom();
-  transmit(s, p);
+  transmit(s, e);
 }
 
-// Sends p now if the socket is ready, else leaves it queued for the next ready.
-function transmit(s, p) {
+// Sends e now if the socket is ready, else leaves it queued for the next ready.
+function transmit(s, e) {
   const conn = s.conn;
   if (!conn || !conn.ready || conn.ws.readyState !== WebSocket.OPEN) {
-    p.state = "queued";
+    e.status.textContent = "waiting for the connection…";
     return;
   }
-  conn.ws.send(JSON.stringify({ type: "message", message: p.text, client_id: p.cid }));
-  p.state = "sent";
-  conn.inflight.push(p.cid);
+  conn.ws.send(JSON.stringify({ type: "message", message: e.text, client_id: e.cid }));
+  s.outbox.sent(e);
+  e.status.textContent = "sending…";
+  conn.inflight.push(e.cid);
 }
 
 // The client_id of the largest message sent on conn and not yet answered.
 function biggestInflight(s, conn) {
   let best, size = -1;
   for (const id of conn.inflight) {
-    const p = s.pending.get(id);
-    const n = p ? utf8Length(p.text) : -1;
+    const e = s.outbox.get(id);
+    const n = e ? utf8Length(e.text) : -1;
     if (n > size) [best, size] = [id, n];
   }
   return best;
 }
 
-function dropPending(s, p) {
-  s.pending.delete(p.cid);
-  p.el.remove();
-  if (s.conn) s.conn.inflight = s.conn.inflight.filter((id) => id !== p.cid);
+function dropRow(s, e) {
+  e.el.remove();
+  if (s.conn) s.conn.inflight = s.conn.inflight.filter((id) => id !== e.cid);
 }
 
 // Stored, but its stream copy will not come: keep the row where it is.
-function settle(s, p) {
-  s.pending.delete(p.cid);
-  p.el.classList.remove("outbox", "pending");
-  p.el.dataset.id = p.ackId;
-  p.status.remove();
+function settleRow(e) {
+  e.el.classList.remove("outbox", "pending");
+  e.el.dataset.id = e.ackId;
+  e.status.remove();
 }
 
 // Refused by the server: freeze the row in the log with a way to try again.
-function fail(s, p, code) {
-  s.pending.delete(p.cid);
-  s.failed.set(p.cid, p.el);
-  p.el.classList.remove("outbox", "pending");
-  p.el.classList.add("failed");
-  p.status.textContent = `not sent (${code}) `;
+function fail(s, e, code) {
+  s.failed.set(e.cid, e.el);
+  e.el.classList.remove("outbox", "pending");
+  e.el.classList.add("failed");
+  e.status.textContent = `not sent (${code}) `;
   const again = el("button", "link", "Retry");
   again.type = "button";
   again.addEventListener("click", () => {
-    s.failed.delete(p.cid);
-    p.el.remove();
-    if (session === s) queueMessage(p.text);
+    s.failed.delete(e.cid);
+    e.el.remove();
+    if (session === s) queueMessage(e.text);
   });
-  p.status.append(again);
-  p.el.remove();
-  insertAboveOutbox(p.el);
+  e.status.append(again);
+  e.el.remove();
+  insertAboveOutbox(e.el);
 }
 
 function sendFromComposer() {
@@ -430,6 +589,20 @@ function sendFromComposer() {
   ui.text.value = "";
   queueMessage(text);
   ui.text.focus();
+}
+
+// ---- unread count ------------------------------------------------------
+
+function updateTitle(s) {
+  document.title = titleFor(s?.room, s?.unread || 0);
+}
+
+function visibilityChanged() {
+  if (!document.hidden && session) {
+    session.unread = 0;
+    updateTitle(session);
+  }
+  if (!document.hidden) loadRooms();
 }
 
 // ---- join form ---------------------------------------------------------
@@ -469,9 +642,10 @@ function submitJoin() {
   ui.text.focus();
 }
 
-// ---- room list ---------------------------------------------------------
+// ---- room list (the lobby) ---------------------------------------------
 
 let roomsFetch = null;
+let lastRooms = [];
 
 async function loadRooms() {
   roomsFetch?.abort();
@@ -480,10 +654,10 @@ async function loadRooms() {
     const res = await fetch("/api/rooms", { headers: { Accept: "application/json" }, signal: ctl.signal });
     const body = await res.json().catch(() => null);
     if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
-    renderRooms(Array.isArray(body?.rooms) ? body.rooms : []);
+    lastRooms = Array.isArray(body?.rooms) ? body.rooms : [];
+    renderRooms();
   } catch (err) {
     if (err.name === "AbortError") return;
-    ui.roomsList.replaceChildren();
     showRoomsNote(`Could not load rooms (${err.message}).`);
   }
 }
@@ -493,15 +667,22 @@ function showRoomsNote(text) {
   ui.roomsNote.hidden = !text;
 }
 
-function renderRooms(rooms) {
-  const items = rooms
+function renderRooms() {
+  const now = Date.now();
+  const items = lastRooms
     .filter((r) => r && isValidRoom(r.room))
     .slice(0, ROOMS_SHOWN)
     .map((r) => {
-      const b = el("button", "room-link", r.room);
+      const b = el("button", "room-link");
       b.type = "button";
       b.dataset.room = r.room;
-      if (Number.isFinite(r.last_activity)) b.title = `last message ${new Date(r.last_activity).toLocaleString()}`;
+      b.append(el("span", "room-name", r.room));
+      if (Number.isFinite(r.last_activity)) {
+        const ago = el("time", "room-ago", formatAgo(r.last_activity, now));
+        ago.dateTime = new Date(r.last_activity).toISOString();
+        ago.title = `last message ${new Date(r.last_activity).toLocaleString()}`;
+        b.append(ago);
+      }
       const li = el("li");
       li.append(b);
       return li;
@@ -520,8 +701,8 @@ function markCurrentRoom() {
 
 // ---- wiring ------------------------------------------------------------
 
-function joinFromHash() {
-  const room = roomFromHash(location.hash);
+function joinFromLocation() {
+  const room = roomFromLocation(location);
   if (room === null || (session && session.room === room)) return;
   ui.room.value = room;
   if (isValidUser(normalizeUser(ui.user.value))) submitJoin();
@@ -553,6 +734,11 @@ function init() {
       sendFromComposer();
     }
   });
+  ui.text.addEventListener("input", typed);
+  ui.log.addEventListener("scroll", () => {
+    if (session && ui.log.scrollTop < OLDER_TRIGGER_PX) loadOlder(session);
+  }, { passive: true });
+  ui.older.addEventListener("click", () => session && loadOlder(session));
   ui.roomsList.addEventListener("click", (e) => {
     const b = e.target.closest("button[data-room]");
     if (!b) return;
@@ -561,7 +747,8 @@ function init() {
   });
   ui.roomsRefresh.addEventListener("click", loadRooms);
   ui.retry.addEventListener("click", reconnectNow);
-  window.addEventListener("hashchange", joinFromHash);
+  window.addEventListener("hashchange", joinFromLocation);
+  document.addEventListener("visibilitychange", visibilityChanged);
   window.addEventListener("online", () => {
     if (session && !session.halted) reconnectNow();
   });
@@ -572,9 +759,12 @@ function init() {
       setStatus("offline", "offline");
     }
   });
+  setInterval(() => {
+    if (!document.hidden) loadRooms();
+  }, ROOMS_REFRESH_MS);
 
   loadRooms();
-  if (roomFromHash(location.hash) !== null) joinFromHash();
+  if (roomFromLocation(location) !== null) joinFromLocation();
   else (ui.user.value ? ui.room : ui.user).focus();
 }
 

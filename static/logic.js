@@ -62,6 +62,22 @@ export function roomFromHash(hash) {
   return room === null ? null : room;
 }
 
+/**
+ * The room a page address names: "#room=NAME" (what the page writes), or
+ * "?room=NAME" (handy for links made by hand); null when neither is there.
+ */
+export function roomFromLocation(loc) {
+  const fromHash = roomFromHash(loc.hash);
+  if (fromHash !== null) return fromHash;
+  return new URLSearchParams(String(loc.search || "")).get("room");
+}
+
+/** The token= of the page's query, passed on to the WebSocket (or null). */
+export function tokenFromSearch(search) {
+  const t = new URLSearchParams(String(search || "")).get("token");
+  return t ? t : null;
+}
+
 /** The hash that names a room, for sharing and reload. */
 export function hashForRoom(room) {
   return "#" + new URLSearchParams({ room }).toString();
@@ -69,14 +85,15 @@ export function hashForRoom(room) {
 
 /**
  * The WebSocket URL for a room. loc is window.location (or anything with
- * protocol and host); since and epoch are left out when not known.
+ * protocol and host); since, epoch and token are left out when not known.
  */
-export function chatUrl(loc, room, { user, since, epoch } = {}) {
+export function chatUrl(loc, room, { user, since, epoch, token } = {}) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
   const q = new URLSearchParams();
   if (user) q.set("user", user);
   if (since) q.set("since", since);
   if (epoch) q.set("epoch", epoch);
+  if (token) q.set("token", token);
   const qs = q.toString();
   return `${scheme}//${loc.host}/ws/chat/${encodeURIComponent(room)}/${qs ? "?" + qs : ""}`;
 }
@@ -124,4 +141,216 @@ export function utf8Length(s) {
  */
 export function isPolicyClose(code) {
   return code === 1008 || (code >= 4000 && code <= 4999);
+}
+
+/** The HTTP path of one older page of a room's history (newest first). */
+export function olderPageUrl(room, before, limit) {
+  const q = new URLSearchParams({ before, limit: String(limit) });
+  return `/api/rooms/${encodeURIComponent(room)}/messages?${q}`;
+}
+
+/**
+ * The messages of an older page (the API gives them newest first) that go
+ * above the oldest one shown: oldest first, only valid ones strictly older
+ * than oldestId, each ID once.
+ */
+export function olderMessages(page, oldestId) {
+  const list = Array.isArray(page?.messages) ? page.messages : [];
+  const seen = new Set();
+  const out = [];
+  for (const m of list) {
+    if (!m || !isValidId(m.id) || typeof m.message !== "string" || seen.has(m.id)) continue;
+    if (oldestId && compareIds(m.id, oldestId) >= 0) continue;
+    seen.add(m.id);
+    out.push(m);
+  }
+  return out.sort((a, b) => compareIds(a.id, b.id));
+}
+
+/** "just now", "5 min ago", "3 h ago", "2 d ago": how long ago ms was. */
+export function formatAgo(ms, now = Date.now()) {
+  if (!Number.isFinite(ms)) return "";
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** The page title: the room, with the unread count while the tab is hidden. */
+export function titleFor(room, unread) {
+  const base = room ? `${room} · xroom` : "xroom";
+  return unread > 0 ? `(${unread > 99 ? "99+" : unread}) ${base}` : base;
+}
+
+// ---- presence and typing ----------------------------------------------
+
+/** Clients send {"type":"typing"} at most this often while the person types. */
+export const TYPING_SEND_MS = 3000;
+/** "X is typing…" stays this long after X's last typing event. */
+export const TYPING_SHOW_MS = 5000;
+
+/** Whether to send a typing frame now, the last one having gone at lastSent (ms, 0 for never). */
+export function shouldSendTyping(lastSent, now) {
+  return !lastSent || now - lastSent >= TYPING_SEND_MS;
+}
+
+/**
+ * Applies one presence frame to the member set (a Set of user names) and
+ * returns the new set (never the same object) and what to tell the person:
+ * {members, notice}. self is this page's user, whose own join is not news.
+ * Unknown or malformed frames change nothing.
+ */
+export function applyPresence(members, f, self) {
+  const next = new Set(members);
+  let notice = null;
+  if (!f || typeof f !== "object") return { members: next, notice };
+  if (f.event === "snapshot" && Array.isArray(f.members)) {
+    next.clear();
+    for (const m of f.members) if (m && typeof m.user === "string") next.add(m.user);
+  } else if (f.event === "join" && typeof f.user === "string") {
+    if (!next.has(f.user) && f.user !== self) notice = `${f.user} joined`;
+    next.add(f.user);
+  } else if (f.event === "leave" && typeof f.user === "string") {
+    if (next.has(f.user) && f.user !== self) notice = `${f.user} left`;
+    next.delete(f.user);
+  }
+  return { members: next, notice };
+}
+
+/** Members in display order: yourself first, then by name. */
+export function sortedMembers(members, self) {
+  return [...members].sort((a, b) => (a === self ? -1 : b === self ? 1 : a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** "bob is typing…", "bob and eve are typing…", "4 people are typing…", or "". */
+export function typingText(users) {
+  const u = [...users].sort();
+  if (u.length === 0) return "";
+  if (u.length === 1) return `${u[0]} is typing…`;
+  if (u.length === 2) return `${u[0]} and ${u[1]} are typing…`;
+  if (u.length === 3) return `${u[0]}, ${u[1]} and ${u[2]} are typing…`;
+  return `${u.length} people are typing…`;
+}
+
+/**
+ * Who is typing at now: the users of typing (a Map user -> ms of their last
+ * typing event) seen within TYPING_SHOW_MS. Drops the stale ones from the map.
+ */
+export function activeTypers(typing, now) {
+  const out = [];
+  for (const [user, at] of typing) {
+    if (now - at < TYPING_SHOW_MS) out.push(user);
+    else typing.delete(user);
+  }
+  return out;
+}
+
+// ---- own messages: queue, pending and reconciliation ------------------
+
+/**
+ * Outbox keeps the messages this page sent and has not yet seen in the
+ * stream, by client_id, in send order. An entry is queued (waits for a
+ * ready socket), sent (on the wire, not answered) or acked (stored under
+ * ackId; its stream copy normally follows). Callers may hang their own
+ * fields (a DOM row) on entries.
+ *
+ * The rules that keep each message stored once and shown once:
+ * - a message is resent only with its first client_id, so the server's dedup
+ *   stores it once however often it goes out;
+ * - its stream copy (same client_id) replaces it: it is then never resent;
+ * - a drop turns sent into queued (resent after the next ready), acked stays
+ *   acked (stored: never resent);
+ * - an acked entry whose ID the page has already passed will get no stream
+ *   copy on this page: it settles where it is.
+ */
+export class Outbox {
+  constructor(newId = newClientId) {
+    this.newId = newId;
+    this.entries = new Map();
+  }
+
+  get size() {
+    return this.entries.size;
+  }
+
+  get(cid) {
+    return typeof cid === "string" ? this.entries.get(cid) : undefined;
+  }
+
+  /** A new queued entry for text. */
+  add(text) {
+    const e = { cid: this.newId(), text, state: "queued", ackId: null };
+    this.entries.set(e.cid, e);
+    return e;
+  }
+
+  /** Entries waiting for a socket, in send order. */
+  queued() {
+    return [...this.entries.values()].filter((e) => e.state === "queued");
+  }
+
+  /** The entry went out on the wire. */
+  sent(e) {
+    e.state = "sent";
+  }
+
+  /** The connection dropped: what was sent but not acked goes out again. */
+  disconnected() {
+    for (const e of this.entries.values()) if (e.state === "sent") e.state = "queued";
+  }
+
+  /** The server stored cid as id. Returns the entry, or undefined. */
+  acked(cid, id) {
+    const e = this.get(cid);
+    if (!e || !isValidId(id)) return undefined;
+    e.state = "acked";
+    e.ackId = id;
+    return e;
+  }
+
+  /** The server could not store it for now (unavailable): send it again. */
+  retry(cid) {
+    const e = this.get(cid);
+    if (e) e.state = "queued";
+    return e;
+  }
+
+  /** Removes and returns the entry (its stream copy arrived, or it was refused). */
+  take(cid) {
+    const e = this.get(cid);
+    if (e) this.entries.delete(cid);
+    return e;
+  }
+
+  /**
+   * Removes and returns the acked entries whose ID is at or before lastId:
+   * the page has passed them, so their stream copy will not come.
+   */
+  settleUpTo(lastId) {
+    const out = [];
+    if (!lastId) return out;
+    for (const e of [...this.entries.values()]) {
+      if (e.state === "acked" && compareIds(e.ackId, lastId) <= 0) {
+        this.entries.delete(e.cid);
+        out.push(e);
+      }
+    }
+    return out;
+  }
+
+  /** Removes and returns every acked entry (the history was reset: their IDs mean nothing now). */
+  settleAcked() {
+    const out = [...this.entries.values()].filter((e) => e.state === "acked");
+    for (const e of out) this.entries.delete(e.cid);
+    return out;
+  }
+}
+
+/**
+ * Whether a message frame with id is new on a page that has shown up to
+ * lastId (null: nothing yet). Stream order makes this the whole dedup.
+ */
+export function isNewId(id, lastId) {
+  return isValidId(id) && (!lastId || compareIds(id, lastId) > 0);
 }

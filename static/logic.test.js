@@ -3,9 +3,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  backoffDelay, chatUrl, compareIds, formatHHMM, hashForRoom, idTime,
-  isPolicyClose, isValidId, isValidRoom, isValidUser, newClientId,
-  normalizeUser, roomFromHash, utf8Length,
+  Outbox, TYPING_SEND_MS, TYPING_SHOW_MS, activeTypers, applyPresence, backoffDelay, chatUrl,
+  compareIds, formatAgo, formatHHMM, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
+  isValidRoom, isValidUser, newClientId, normalizeUser, olderMessages, olderPageUrl, roomFromHash,
+  roomFromLocation, shouldSendTyping, sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length,
 } from "./logic.js";
 
 test("compareIds orders by (ms, seq) as numbers", () => {
@@ -62,6 +63,7 @@ test("chatUrl", () => {
     "wss://x.example/ws/chat/r/?user=a&since=1-2&epoch=e1",
   );
   assert.equal(chatUrl(http, "r", {}), "ws://localhost:8080/ws/chat/r/");
+  assert.equal(chatUrl(http, "r", { user: "a", token: "t.k+n" }), "ws://localhost:8080/ws/chat/r/?user=a&token=t.k%2Bn");
 });
 
 test("backoff doubles from 0.5 s to 15 s with ±30% jitter", () => {
@@ -89,4 +91,134 @@ test("small helpers", () => {
   assert.equal(utf8Length("é🦊"), 6);
   assert.ok(isPolicyClose(1008) && isPolicyClose(4000) && isPolicyClose(4999));
   assert.ok(!isPolicyClose(1000) && !isPolicyClose(1001) && !isPolicyClose(1006) && !isPolicyClose(5000));
+});
+
+test("room and token from the page address", () => {
+  assert.equal(roomFromLocation({ hash: "#room=a.b", search: "?room=other" }), "a.b");
+  assert.equal(roomFromLocation({ hash: "", search: "?room=q&token=x" }), "q");
+  assert.equal(roomFromLocation({ hash: "", search: "" }), null);
+  assert.equal(tokenFromSearch("?token=abc.def&room=x"), "abc.def");
+  assert.equal(tokenFromSearch("?token="), null);
+  assert.equal(tokenFromSearch(""), null);
+});
+
+test("older pages: oldest first, only older than what is shown, each once", () => {
+  assert.equal(olderPageUrl("my.room", "5-0", 50), "/api/rooms/my.room/messages?before=5-0&limit=50");
+  const page = {
+    messages: [
+      { id: "10-0", message: "same as shown" },
+      { id: "9-1", message: "b" },
+      { id: "9-0", message: "a" },
+      { id: "9-0", message: "a again" },
+      { id: "bad", message: "x" },
+      { id: "8-0" }, // no text
+      null,
+    ],
+    next: "9-0",
+  };
+  assert.deepEqual(olderMessages(page, "10-0").map((m) => m.id), ["9-0", "9-1"]);
+  assert.deepEqual(olderMessages(page, "1000-0").map((m) => m.id), ["9-0", "9-1", "10-0"]);
+  assert.deepEqual(olderMessages(null, "1-0"), []);
+  assert.deepEqual(olderMessages({ messages: "x" }, "1-0"), []);
+});
+
+test("dedup by ID", () => {
+  assert.ok(isNewId("5-0", null));
+  assert.ok(isNewId("5-1", "5-0"));
+  assert.ok(!isNewId("5-0", "5-0"));
+  assert.ok(!isNewId("999-0", "1000-0"));
+  assert.ok(!isNewId("nope", null));
+});
+
+test("formatAgo and titleFor", () => {
+  const now = 1_000_000_000;
+  assert.equal(formatAgo(now - 5_000, now), "just now");
+  assert.equal(formatAgo(now + 5_000, now), "just now"); // clock skew
+  assert.equal(formatAgo(now - 5 * 60_000, now), "5 min ago");
+  assert.equal(formatAgo(now - 3 * 3_600_000, now), "3 h ago");
+  assert.equal(formatAgo(now - 2 * 86_400_000, now), "2 d ago");
+  assert.equal(formatAgo(NaN, now), "");
+  assert.equal(titleFor("lobby", 0), "lobby · xroom");
+  assert.equal(titleFor("lobby", 3), "(3) lobby · xroom");
+  assert.equal(titleFor("lobby", 250), "(99+) lobby · xroom");
+  assert.equal(titleFor(null, 0), "xroom");
+});
+
+test("presence: snapshot, join, leave and notices", () => {
+  let r = applyPresence(new Set(["old"]), { event: "snapshot", members: [{ user: "bob" }, { user: "alice" }, { x: 1 }] }, "alice");
+  assert.deepEqual([...r.members].sort(), ["alice", "bob"]);
+  assert.equal(r.notice, null);
+  const before = r.members;
+  r = applyPresence(before, { event: "join", user: "carol" }, "alice");
+  assert.equal(r.notice, "carol joined");
+  assert.ok(r.members.has("carol") && !before.has("carol"), "a new set");
+  assert.equal(applyPresence(r.members, { event: "join", user: "carol" }, "alice").notice, null, "already here");
+  assert.equal(applyPresence(r.members, { event: "join", user: "alice" }, "alice").notice, null, "own join");
+  r = applyPresence(r.members, { event: "leave", user: "bob" }, "alice");
+  assert.equal(r.notice, "bob left");
+  assert.ok(!r.members.has("bob"));
+  assert.equal(applyPresence(r.members, { event: "leave", user: "bob" }, "alice").notice, null, "not here");
+  assert.deepEqual([...applyPresence(r.members, { event: "weird" }, "alice").members].sort(), ["alice", "carol"]);
+  assert.deepEqual(sortedMembers(new Set(["zed", "bob", "me", "al"]), "me"), ["me", "al", "bob", "zed"]);
+});
+
+test("typing: throttle, expiry and wording", () => {
+  assert.ok(shouldSendTyping(0, 5));
+  assert.ok(!shouldSendTyping(1000, 1000 + TYPING_SEND_MS - 1));
+  assert.ok(shouldSendTyping(1000, 1000 + TYPING_SEND_MS));
+  const m = new Map([["bob", 1000], ["eve", 1000 + TYPING_SHOW_MS]]);
+  assert.deepEqual(activeTypers(m, 1000 + TYPING_SHOW_MS).sort(), ["eve"]);
+  assert.ok(!m.has("bob"), "stale typers are dropped");
+  assert.equal(typingText([]), "");
+  assert.equal(typingText(["bob"]), "bob is typing…");
+  assert.equal(typingText(["eve", "bob"]), "bob and eve are typing…");
+  assert.equal(typingText(["c", "b", "a"]), "a, b and c are typing…");
+  assert.equal(typingText(["a", "b", "c", "d"]), "4 people are typing…");
+});
+
+test("outbox: queued while offline, sent once stored, never resent after its stream copy", () => {
+  let n = 0;
+  const box = new Outbox(() => `c-${++n}`);
+  const a = box.add("typed offline");
+  const b = box.add("second");
+  assert.deepEqual(box.queued().map((e) => e.cid), ["c-1", "c-2"]);
+  box.sent(a);
+  box.sent(b);
+  assert.deepEqual(box.queued(), []);
+  // The socket drops before any answer: both go out again, same client_id.
+  box.disconnected();
+  assert.deepEqual(box.queued().map((e) => e.cid), ["c-1", "c-2"]);
+  box.sent(a);
+  box.sent(b);
+  // a is acked, then the connection drops: acked entries are never resent.
+  assert.equal(box.acked("c-1", "7-0"), a);
+  box.disconnected();
+  assert.deepEqual(box.queued().map((e) => e.cid), ["c-2"]);
+  // b's stream copy arrives in the replay: it leaves the outbox for good.
+  assert.equal(box.take("c-2"), b);
+  assert.equal(box.take("c-2"), undefined);
+  assert.deepEqual(box.queued(), []);
+  // The page has passed a's ID without seeing it (trimmed): it settles.
+  assert.deepEqual(box.settleUpTo("6-0"), []);
+  assert.deepEqual(box.settleUpTo("7-0"), [a]);
+  assert.equal(box.size, 0);
+  assert.deepEqual(box.settleUpTo(null), []);
+});
+
+test("outbox: acks and retries", () => {
+  let n = 0;
+  const box = new Outbox(() => `c-${++n}`);
+  const a = box.add("x");
+  assert.equal(box.acked("nope", "1-0"), undefined);
+  assert.equal(box.acked("c-1", "bad id"), undefined);
+  box.sent(a);
+  assert.equal(box.retry("c-1"), a);
+  assert.equal(a.state, "queued");
+  const b = box.add("y");
+  box.acked("c-1", "3-0");
+  box.acked("c-2", "4-0");
+  assert.deepEqual(box.settleAcked(), [a, b]);
+  assert.equal(box.size, 0);
+  assert.equal(box.get(undefined), undefined);
+  assert.match(new Outbox().add("z").cid, /^c-/);
 });
