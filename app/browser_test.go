@@ -1,0 +1,293 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// End-to-end tests of the browser client (static/) in a real chromium,
+// against a real xroom process and redis-server. Screenshots go to
+// test-artifacts/browser/ (or $XROOM_ARTIFACTS): one of the room view per
+// test, and one of every open tab when a test fails.
+
+// Two people chat both ways; a third who comes later sees the history.
+func TestBrowserTwoPeopleChatAndALaterOneSeesHistory(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "team.chat-1"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+
+	alice.say("hello from alice")
+	bob.waitSettled("hello from alice")
+	alice.waitSettled("hello from alice")
+
+	// Shift+Enter breaks the line; Enter sends.
+	bob.do("type two lines",
+		chromedp.SendKeys(chromedp.CSS("#text"), "hi alice"),
+		pressEnter(true),
+		chromedp.SendKeys(chromedp.CSS("#text"), "second line"),
+		pressEnter(false),
+	)
+	reply := "hi alice\nsecond line"
+	alice.waitSettled(reply)
+	bob.waitSettled(reply)
+
+	for _, tb := range []*tab{alice, bob} {
+		rows := tb.expectOnce("hello from alice", reply)
+		for _, r := range rows {
+			if wantOwn := r.User == tb.name; r.Own != wantOwn {
+				t.Errorf("%s: row %+v: own=%v, want %v", tb.name, r, r.Own, wantOwn)
+			}
+		}
+		tb.expectInOrder()
+	}
+	var box string
+	bob.mustEval(`document.querySelector("#text").value`, &box)
+	if box != "" {
+		t.Errorf("the message box still holds %q after sending", box)
+	}
+
+	// The lobby lists the room with its last activity.
+	alice.do("refresh the rooms", chromedp.Click(chromedp.CSS("#rooms-refresh")))
+	alice.waitFor("the room in the lobby", `[...document.querySelectorAll("#rooms-list button")].some((b) =>
+		b.dataset.room === `+jsString(room)+` && b.getAttribute("aria-current") === "true" && /just now|min ago/.test(b.textContent))`)
+
+	carol := b.open("carol", p.base+"/#room="+room)
+	// A new visitor has no name yet: the form asks for it first.
+	carol.waitFor("the name asked for", `document.activeElement === document.querySelector("#user") &&
+		!document.querySelector("#user-error").hidden`)
+	carol.joinRoom("carol", room)
+	carol.waitSettled("hello from alice", reply)
+	carol.expectOnce("hello from alice", reply)
+	carol.expectInOrder()
+	alice.screenshot("room")
+}
+
+// A reload keeps the room and the name, and shows the history once.
+func TestBrowserReloadKeepsTheRoom(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "reload"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	texts := []string{"one", "two", "three"}
+	for _, text := range texts {
+		alice.say(text)
+	}
+	alice.waitSettled(texts...)
+	publish(t, p.base, room, "api-bot", "from the API")
+	alice.waitSettled("from the API")
+
+	for i := range 2 {
+		alice.do("reload", chromedp.Reload())
+		alice.waitConnected()
+		var where struct {
+			Hash, User, Title string
+		}
+		alice.mustEval(`({Hash: location.hash, User: document.querySelector("#user").value, Title: document.title})`, &where)
+		if where.Hash != "#room="+room || where.User != "alice" || !strings.HasPrefix(where.Title, room) {
+			t.Fatalf("reload %d: %+v, want the room %s and the name alice", i, where, room)
+		}
+		alice.waitSettled(append(texts, "from the API")...)
+		rows := alice.expectOnce(append(texts, "from the API")...)
+		alice.expectInOrder()
+		for _, r := range rows {
+			if r.Own != (r.User == "alice") {
+				t.Errorf("reload %d: %+v", i, r)
+			}
+		}
+	}
+	// Still live after the reloads, and nothing doubled.
+	alice.say("after reload")
+	alice.waitSettled("after reload")
+	alice.expectOnce(append(texts, "from the API", "after reload")...)
+	alice.screenshot("room")
+}
+
+// Older history loads as the person scrolls up, without moving what they read.
+func TestBrowserOlderHistoryOnScrollUp(t *testing.T) {
+	p, _ := browserServer(t, map[string]string{"HISTORY_ON_JOIN": "10"})
+	b := startBrowser(t)
+	const room = "long"
+	const total = 130
+	for i := range total {
+		publish(t, p.base, room, "bot", fmt.Sprintf("line %03d", i))
+	}
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	alice.waitSettled(fmt.Sprintf("line %03d", total-1))
+
+	// Scroll to the top until the first line is there; each time, the line
+	// that was on top stays where it was.
+	for round := 0; ; round++ {
+		var done bool
+		alice.mustEval(`[...document.querySelectorAll("#log .msg-text")].some((e) => e.textContent === "line 000")`, &done)
+		if done {
+			break
+		}
+		if round > total {
+			t.Fatalf("line 000 never loaded\n%s", alice.state())
+		}
+		var before struct {
+			ID  string
+			Top float64
+			N   int
+		}
+		alice.mustEval(`(() => {
+			const log = document.querySelector("#log");
+			log.scrollTop = 0;
+			const first = log.querySelector(".msg[data-id]");
+			return {ID: first.dataset.id, Top: first.getBoundingClientRect().top - log.getBoundingClientRect().top, N: log.querySelectorAll(".msg").length};
+		})()`, &before)
+		alice.waitFor("an older page", fmt.Sprintf(`document.querySelectorAll("#log .msg").length > %d`, before.N))
+		var after float64
+		alice.mustEval(`(() => {
+			const log = document.querySelector("#log");
+			return log.querySelector(".msg[data-id="+CSS.escape(`+jsString(before.ID)+`)+"]").getBoundingClientRect().top - log.getBoundingClientRect().top;
+		})()`, &after)
+		if d := after - before.Top; d < -2 || d > 2 {
+			t.Errorf("round %d: the line on top moved by %.0f px when older ones came", round, d)
+		}
+	}
+	want := make([]string, total)
+	for i := range want {
+		want[i] = fmt.Sprintf("line %03d", i)
+	}
+	alice.waitFor("the start of the room", `!document.querySelector("#older-note").hidden`)
+	alice.expectOnce(want...)
+	alice.expectInOrder()
+	if n := len(alice.rows()); n != total {
+		t.Errorf("%d rows, want %d", n, total)
+	}
+	alice.screenshot("room")
+}
+
+// The server stops and starts again on the same port while two pages are
+// open: both come back by themselves, and what was sent meanwhile (through
+// the HTTP API of another instance, and typed into a page while offline)
+// shows once in each.
+func TestBrowserReconnectsAfterServerRestart(t *testing.T) {
+	p, env := browserServer(t, nil)
+	other := startProc(t, env) // a second instance on the same Redis, for the API during the outage
+	b := startBrowser(t)
+	const room = "restart"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+	alice.say("before the outage")
+	bob.waitSettled("before the outage")
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("server exited with %d", code)
+	}
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitFor("the reconnecting state", `["waiting", "connecting"].includes(document.querySelector("#status").dataset.state)`)
+	}
+	alice.waitFor("a visible countdown", `/reconnecting/.test(document.querySelector("#status").textContent) &&
+		/in \d+ s/.test(document.querySelector("#countdown").textContent)`)
+
+	publish(t, other.base, room, "api-bot", "sent through the API during the outage")
+	alice.say("typed while offline")
+	alice.waitFor("the offline message pending", `[...document.querySelectorAll("#log .msg.pending")].some((r) =>
+		r.querySelector(".msg-text").textContent === "typed while offline")`)
+	alice.screenshot("offline")
+
+	env2 := map[string]string{}
+	for k, v := range env {
+		env2[k] = v
+	}
+	env2["ADDR"] = "127.0.0.1:" + port(t, p.base)
+	restarted := startProc(t, env2)
+	if restarted.base != p.base {
+		t.Fatalf("restarted at %s, want %s", restarted.base, p.base)
+	}
+
+	during := []string{"sent through the API during the outage", "typed while offline"}
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitConnected()
+		tb.waitSettled(during...)
+	}
+	// A message after everything: once it is shown, anything doubled would be too.
+	publish(t, restarted.base, room, "api-bot", "after the restart")
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitSettled("after the restart")
+		tb.expectOnce(append([]string{"before the outage"}, append(during, "after the restart")...)...)
+		tb.expectInOrder()
+	}
+	// Stored once in Redis too.
+	var page struct {
+		Messages []struct {
+			Message string `json:"message"`
+		} `json:"messages"`
+	}
+	getJSON(t, restarted.base+"/api/rooms/"+room+"/messages?limit=100", &page)
+	n := 0
+	for _, m := range page.Messages {
+		if m.Message == "typed while offline" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the offline message is stored %d times", n)
+	}
+	alice.screenshot("room")
+}
+
+// Markup in a message or a name is shown as text and runs nothing.
+func TestBrowserShowsHTMLAsText(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "xss"
+	const evil = `<img src=x onerror=alert(1)>`
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom(`<b onmouseover=alert(2)>bob</b>`, room)
+
+	alice.say(evil)
+	publish(t, p.base, room, `<script>alert(3)</script>`, `<svg onload=alert(4)></svg>`)
+	bob.say("<i>not italic</i>")
+	want := []string{evil, `<svg onload=alert(4)></svg>`, "<i>not italic</i>"}
+	// A last message: once it is shown, every earlier one has been rendered
+	// and any image in them has had its chance to fail and fire onerror.
+	publish(t, p.base, room, "api-bot", "end")
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitSettled(append(want, "end")...)
+		rows := tb.expectOnce(want...)
+		users := map[string]bool{}
+		for _, r := range rows {
+			users[r.User] = true
+		}
+		for _, u := range []string{"alice", `<b onmouseover=alert(2)>bob</b>`, `<script>alert(3)</script>`} {
+			if !users[u] {
+				t.Errorf("%s: the name %q is not shown as typed; rows %+v", tb.name, u, rows)
+			}
+		}
+		var found struct{ Elements, Images int }
+		tb.mustEval(`({Elements: document.querySelectorAll("#log img, #log svg, #log script, #log b, #log i").length,
+			Images: document.images.length})`, &found)
+		if found.Elements != 0 || found.Images != 0 {
+			t.Errorf("%s: markup became elements: %+v", tb.name, found)
+		}
+		if n := tb.dialogs.Load(); n != 0 {
+			t.Errorf("%s: %d dialogs opened", tb.name, n)
+		}
+	}
+	alice.screenshot("room")
+}
