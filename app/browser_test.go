@@ -291,3 +291,124 @@ func TestBrowserShowsHTMLAsText(t *testing.T) {
 	}
 	alice.screenshot("room")
 }
+
+// The member list shows who is here, from both sides; typing shows; a
+// closed page leaves the list.
+func TestBrowserPresence(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "presence"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+
+	both := `["alice", "bob"]`
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitFor("both members", membersAre(both))
+	}
+	alice.waitFor("bob's join notice", noticeShown("bob joined"))
+
+	// bob types: alice sees it, bob does not see himself typing.
+	bob.do("type", chromedp.SendKeys(chromedp.CSS("#text"), "thinking"))
+	alice.waitFor("bob typing", `document.querySelector("#typing").textContent === "bob is typing…"`)
+	// His message ends it.
+	bob.do("send", pressEnter(false))
+	alice.waitSettled("thinking")
+	alice.waitFor("typing cleared", `document.querySelector("#typing").textContent === ""`)
+	var own string
+	bob.mustEval(`document.querySelector("#typing").textContent`, &own)
+	if own != "" {
+		t.Errorf("bob sees %q about himself", own)
+	}
+	alice.screenshot("room")
+
+	bob.close()
+	alice.waitFor("bob gone from the list", membersAre(`["alice"]`))
+	alice.waitFor("bob's leave notice", noticeShown("bob left"))
+}
+
+// membersAre is a predicate: the member list holds exactly these users (a JSON array, sorted).
+func membersAre(users string) string {
+	return `JSON.stringify([...document.querySelectorAll("#members-list li")]
+		.map((li) => li.firstChild.textContent).sort()) === JSON.stringify(` + users + `)`
+}
+
+// noticeShown is a predicate: a notice line in the log reads text.
+func noticeShown(text string) string {
+	return `[...document.querySelectorAll("#log .notice")].some((n) => n.textContent === ` + jsString(text) + `)`
+}
+
+// While the tab is hidden, the title counts the messages that came; it
+// clears when the tab is shown again.
+func TestBrowserUnreadCountInTitle(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "unread"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	// A headless tab is never hidden by itself: make the page believe it is.
+	setHidden := func(hidden bool) {
+		var ok bool
+		alice.mustEval(fmt.Sprintf(`(() => {
+			Object.defineProperty(document, "hidden", {configurable: true, get: () => %v});
+			document.dispatchEvent(new Event("visibilitychange"));
+			return true;
+		})()`, hidden), &ok)
+	}
+	setHidden(true)
+	publish(t, p.base, room, "bob", "first while away")
+	publish(t, p.base, room, "bob", "second while away")
+	alice.waitSettled("first while away", "second while away")
+	alice.waitFor("the count in the title", `document.title === "(2) unread · xroom"`)
+	setHidden(false)
+	alice.waitFor("the count cleared", `document.title === "unread · xroom"`)
+}
+
+// On a phone-width screen, with the keyboard only: the name field has the
+// focus, Tab goes to the room, Enter joins and moves to the message box, and
+// nothing is wider than the screen.
+func TestBrowserPhoneWidthAndKeyboard(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "phone"
+
+	alice := b.open("alice", p.base+"/")
+	alice.do("phone screen", chromedp.EmulateViewport(360, 740, chromedp.EmulateScale(2)), chromedp.Reload())
+	alice.waitFor("the name focused", `document.activeElement === document.querySelector("#user")`)
+	alice.do("keyboard join",
+		chromedp.KeyEvent("alice"),
+		chromedp.KeyEvent("\t"),
+	)
+	alice.waitFor("the room focused", `document.activeElement === document.querySelector("#room")`)
+	alice.do("room name",
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("#room").select()`),
+		chromedp.KeyEvent(room),
+		pressEnter(false),
+	)
+	alice.waitConnected()
+	alice.waitFor("the message box focused", `document.activeElement === document.querySelector("#text")`)
+	alice.do("send", chromedp.KeyEvent("hello from a phone"), pressEnter(false))
+	alice.waitSettled("hello from a phone")
+
+	var layout struct{ Doc, View int }
+	alice.mustEval(`({Doc: document.documentElement.scrollWidth, View: window.innerWidth})`, &layout)
+	if layout.View != 360 || layout.Doc > layout.View {
+		t.Errorf("page is %d px wide in a %d px screen", layout.Doc, layout.View)
+	}
+	// Every control has a name a screen reader can say, and the log is announced.
+	var unnamed []string
+	alice.mustEval(`[...document.querySelectorAll("input, textarea, button")].filter((e) => !e.hidden &&
+		!(e.labels && e.labels.length) && !e.textContent.trim() && !e.getAttribute("aria-label")).map((e) => e.id)`, &unnamed)
+	if len(unnamed) > 0 {
+		t.Errorf("controls without a label: %v", unnamed)
+	}
+	var live string
+	alice.mustEval(`document.querySelector("#log").getAttribute("role") + " " + document.querySelector("#log").getAttribute("aria-live")`, &live)
+	if live != "log polite" {
+		t.Errorf("the log is %q, want role=log aria-live=polite", live)
+	}
+	alice.screenshot("phone")
+}

@@ -348,6 +348,7 @@ function onReady(s, conn, f) {
   if (!s.oldestId) s.historyDone = true; // an empty room: nothing older either
   showOlderState(s);
   fillLog(s);
+  loadRooms(); // a room just started shows up in the lobby
 }
 
 function onAck(s, conn, f) {
