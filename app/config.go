@@ -31,6 +31,8 @@ type config struct {
 	TailBuffer          int
 	RedisPoolSize       int
 	ShutdownTimeout     time.Duration
+	PresenceTTL         time.Duration
+	PresenceHeartbeat   time.Duration
 	LogLevel            slog.Level
 	LogFormat           string
 }
@@ -133,6 +135,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TailBuffer:          int(r.integer("TAIL_BUFFER", 1024, 16, 1<<20)),
 		RedisPoolSize:       int(r.integer("REDIS_POOL_SIZE", int64(10*runtime.GOMAXPROCS(0)), 1, 10000)),
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
+		PresenceTTL:         r.duration("PRESENCE_TTL", 30*time.Second, time.Second),
+		PresenceHeartbeat:   r.duration("PRESENCE_HEARTBEAT", 10*time.Second, 100*time.Millisecond),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
 	}
 	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))
@@ -143,6 +147,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 			}
 			c.AllowedOrigins = append(c.AllowedOrigins, strings.TrimRight(o, "/"))
 		}
+	}
+	if c.PresenceHeartbeat >= c.PresenceTTL {
+		r.fail("PRESENCE_HEARTBEAT", r.str("PRESENCE_HEARTBEAT", "10s"), "must be shorter than PRESENCE_TTL ("+c.PresenceTTL.String()+"), or connections would expire between heartbeats")
 	}
 	if !validPrefix(c.Prefix) {
 		r.fail("CHAT_PREFIX", c.Prefix, "want 1 to 64 characters from A-Z a-z 0-9 . _ - :")

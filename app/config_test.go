@@ -37,6 +37,8 @@ func TestConfigDefaults(t *testing.T) {
 		TailBuffer:        1024,
 		RedisPoolSize:     10 * runtime.GOMAXPROCS(0),
 		ShutdownTimeout:   10 * time.Second,
+		PresenceTTL:       30 * time.Second,
+		PresenceHeartbeat: 10 * time.Second,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "text",
 	}
@@ -62,6 +64,8 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"TAIL_BUFFER":           "64",
 		"REDIS_POOL_SIZE":       "33",
 		"SHUTDOWN_TIMEOUT":      "3s",
+		"PRESENCE_TTL":          "45s",
+		"PRESENCE_HEARTBEAT":    "15s",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
 	}
@@ -85,6 +89,8 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		TailBuffer:          64,
 		RedisPoolSize:       33,
 		ShutdownTimeout:     3 * time.Second,
+		PresenceTTL:         45 * time.Second,
+		PresenceHeartbeat:   15 * time.Second,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 	}
@@ -137,6 +143,10 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"DEDUP_WINDOW": "600"}, "DEDUP_WINDOW"}, // no unit
 		{map[string]string{"DEDUP_WINDOW": "500ms"}, "DEDUP_WINDOW"},
 		{map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, "SHUTDOWN_TIMEOUT"},
+		{map[string]string{"PRESENCE_TTL": "500ms"}, "PRESENCE_TTL"},
+		{map[string]string{"PRESENCE_HEARTBEAT": "50ms"}, "PRESENCE_HEARTBEAT"},
+		{map[string]string{"PRESENCE_HEARTBEAT": "30s"}, "PRESENCE_HEARTBEAT"},                      // not below the default TTL
+		{map[string]string{"PRESENCE_TTL": "5s", "PRESENCE_HEARTBEAT": "5s"}, "PRESENCE_HEARTBEAT"}, // equal to the TTL
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{map[string]string{"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"},

@@ -73,7 +73,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, Buffer: cfg.TailBuffer, Logger: log})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Logger: log})
 	srv := handlers.New(hub, handlers.Config{
 		HistoryOnJoin:   cfg.HistoryOnJoin,
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -81,11 +81,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		AllowedOrigins:  cfg.AllowedOrigins,
 		Static:          static.Files,
 		Logger:          log,
+		// The server's presence heartbeat runs until srv.Shutdown, which
+		// removes this instance's members (see handlers/presence.go).
+		PresenceTTL:       cfg.PresenceTTL,
+		PresenceHeartbeat: cfg.PresenceHeartbeat,
 	})
 	app := srv.App()
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		_ = srv.Shutdown(ctx) // stops the presence heartbeat
 		hub.Close()
 		return fmt.Errorf("listen on ADDR=%s: %w", cfg.Addr, err)
 	}
@@ -96,6 +101,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		_ = srv.Shutdown(context.Background())
 		hub.Close()
 		return fmt.Errorf("serve: %w", err)
 	}

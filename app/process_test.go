@@ -205,7 +205,7 @@ func TestProcessSIGTERM(t *testing.T) {
 				t.Fatalf("client_id %s acked as %s and %s", f.ClientID, prev, f.ID)
 			}
 			acked[f.ClientID] = f.ID
-		case "message":
+		case "message", "presence":
 		default:
 			t.Fatalf("unexpected frame %s", data)
 		}

@@ -168,18 +168,23 @@ func dial(t testing.TB, base, room, user string) *wsClient {
 	return &wsClient{t: t, conn: conn}
 }
 
+// next reads the next frame, passing over presence frames (these tests are about messages).
 func (c *wsClient) next() frame {
 	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	kind, data, err := c.conn.ReadMessage()
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		kind, data, err := c.conn.ReadMessage()
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		var f frame
+		if kind != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type == "" {
+			c.t.Fatalf("bad frame (kind %d): %q", kind, data)
+		}
+		if f.Type != "presence" {
+			return f
+		}
 	}
-	var f frame
-	if kind != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type == "" {
-		c.t.Fatalf("bad frame (kind %d): %q", kind, data)
-	}
-	return f
 }
 
 func (c *wsClient) expect(typ string) frame {

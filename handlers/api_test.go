@@ -256,7 +256,10 @@ func TestShutdownClosesWith1001AndRefusesNewConnections(t *testing.T) {
 		defer cancel()
 		done <- ts.srv.Shutdown(ctx)
 	}()
-	_, _, err := c.conn.ReadMessage()
+	_, data, err := c.conn.ReadMessage()
+	for err == nil && isPresence(data) {
+		_, data, err = c.conn.ReadMessage()
+	}
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
 		t.Fatalf("got %v, want close 1001", err)

@@ -105,6 +105,9 @@ func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 	if f.ClientID != nil {
 		m.ClientID = *f.ClientID
 	}
+	if f.Type != nil && *f.Type == "typing" {
+		return m, typingFrame // presence.go
+	}
 	if f.Type != nil && *f.Type != "message" {
 		return m, &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type), clientID: m.ClientID}
 	}

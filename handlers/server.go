@@ -39,13 +39,16 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
+	// PresenceTTL and PresenceHeartbeat time presence (streams.PresenceOptions; 0 = defaults).
+	PresenceTTL, PresenceHeartbeat time.Duration
 }
 
 // Server holds the routes and the open WebSocket sessions.
 type Server struct {
-	hub *streams.Hub
-	cfg Config
-	log *slog.Logger
+	hub      *streams.Hub
+	presence *streams.Presence // its heartbeat runs from New to Shutdown
+	cfg      Config
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -67,7 +70,8 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	return &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
+	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, Logger: cfg.Logger})
+	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -92,6 +96,7 @@ func (s *Server) App() *fiber.App {
 	api.Get("/rooms", s.listRooms)
 	api.Get("/rooms/:room/messages", s.validRoom, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
+	api.Get("/rooms/:room/presence", s.validRoom, s.presenceAPI)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
@@ -245,11 +250,14 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	}
 	sess.sub = sub
 	sess.readyAt = sub.Head()
+	sess.evSeq = sub.EventSeq() // presence events from here on; before, the snapshot
+	sess.joinPresence()
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
 	sess.kick() // the writer sends the history
 	sess.readLoop()
+	sess.leavePresence()
 	sub.Close()
 	sess.close()
 }
@@ -295,6 +303,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.running.Wait(); close(done) }()
+	defer s.closePresence(ctx)
 	select {
 	case <-done:
 		return nil

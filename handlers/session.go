@@ -54,6 +54,9 @@ type session struct {
 
 	sub     *streams.Subscription
 	control chan []byte
+	member  string // presence member "user:connid" (presence.go)
+	// lastTyping is when the reader last passed on a typing frame (unix ns).
+	lastTyping int64
 	// ctx ends with the session: Redis reads made for it stop then too.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -74,6 +77,7 @@ type session struct {
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
 	cursor  streams.ID // the newest entry this connection has passed
+	evSeq   uint64     // the last presence event this connection has passed
 	buf     []*streams.Entry
 	// deadlineSet is when the write deadline was last pushed forward.
 	deadlineSet time.Time
@@ -164,7 +168,18 @@ func (s *session) writePass() (more bool, err error) {
 	// stuck only if the stream was reset under us: take what we have as the history.
 	if !s.ready && (stuck || !s.cursor.Less(s.readyAt)) {
 		s.ready = true
+		snapshot := s.snapshot() // read first, so that ready and snapshot go out together
 		if err := s.send(readyFrame{Type: "ready", Room: s.room, LastID: s.cursor.String(), Epoch: s.epoch}); err != nil {
+			return false, err
+		}
+		if snapshot != nil {
+			if err := s.writeText(snapshot); err != nil {
+				return false, err
+			}
+		}
+	}
+	if s.ready {
+		if err := s.writeEvents(); err != nil {
 			return false, err
 		}
 	}
@@ -324,6 +339,10 @@ func (s *session) readLoop() {
 // handle stores one client frame, answering with an ack or an error frame.
 func (s *session) handle(data []byte) {
 	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
+	if bad == typingFrame {
+		s.typing()
+		return
+	}
 	if bad != nil {
 		s.queueError(bad)
 		return

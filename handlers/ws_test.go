@@ -366,7 +366,7 @@ func TestSlowClientDoesNotDelayOthersAndCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slowConn.Close()
-	slow := &client{t: t, conn: slowConn}
+	slow := &client{t: t, conn: slowConn, skipPresence: true}
 	for _, c := range []*client{fast1, fast2, slow} {
 		c.expect("ready")
 	}
@@ -494,7 +494,7 @@ func TestTrailingSlashIsOptional(t *testing.T) {
 		t.Fatalf("without the trailing slash: %v", err)
 	}
 	defer conn.Close()
-	c := &client{t: t, conn: conn}
+	c := &client{t: t, conn: conn, skipPresence: true}
 	c.expect("ready")
 	c.send(`{"message": "hi"}`)
 	if f := c.expect("message"); f.User != "noslash" {

@@ -18,6 +18,8 @@ type Encoder func(room string, e *Entry) []byte
 // HubOptions configure a Hub.
 type HubOptions struct {
 	Encode Encoder
+	// EncodeEvent encodes presence events (see events.go); nil leaves them without a Frame.
+	EncodeEvent EventEncoder
 	// Buffer is how many recent entries each tailed room keeps in memory.
 	// A connection further behind than that catches up from Redis instead,
 	// so a slow client costs Redis reads, never unbounded memory.
@@ -133,6 +135,8 @@ type tailedRoom struct {
 	n     int
 	base  ID
 	head  ID
+
+	events eventRing // presence events, read by the same XREAD (events.go)
 }
 
 // Subscription is one subscriber's view of a room.
@@ -154,6 +158,7 @@ func (h *Hub) Subscribe(ctx context.Context, room string, notify func()) (*Subsc
 	r := h.rooms[room]
 	if r == nil {
 		r = &tailedRoom{name: room, key: h.store.keys.Messages(room), ready: make(chan struct{}), ring: make([]*Entry, h.opt.Buffer)}
+		r.events.key = h.store.keys.Events(room)
 		h.rooms[room] = r
 		h.wg.Add(1)
 		go h.tail(r)
@@ -282,11 +287,12 @@ func (h *Hub) tail(r *tailedRoom) {
 	log := h.log.With("room", r.name)
 	backoff := newBackoff()
 	for {
-		last, err := h.store.Last(h.ctx, r.name)
+		last, events, err := h.store.heads(h.ctx, r.name)
 		if err == nil {
 			r.mu.Lock()
 			r.base, r.head = last, last
 			r.mu.Unlock()
+			r.events.head = events
 			close(r.ready)
 			break
 		}
@@ -301,15 +307,17 @@ func (h *Hub) tail(r *tailedRoom) {
 		}
 	}
 	backoff.reset()
-	args := &redis.XReadArgs{Streams: []string{r.key, ""}, Count: int64(h.opt.ReadCount), Block: h.opt.Block}
+	// One XREAD for both streams: the room's keys share a hash slot.
+	args := &redis.XReadArgs{Streams: []string{r.key, r.events.key, "", ""}, Count: int64(h.opt.ReadCount), Block: h.opt.Block}
 	var batch []*Entry
 	for {
 		if h.leaveIfIdle(r) {
 			return
 		}
 		r.mu.RLock()
-		args.Streams[1] = r.head.String()
+		args.Streams[2] = r.head.String()
 		r.mu.RUnlock()
+		args.Streams[3] = r.events.head.String()
 		res, err := h.blocking.XRead(h.ctx, args).Result()
 		if err != nil {
 			if h.ctx.Err() != nil {
@@ -330,7 +338,11 @@ func (h *Hub) tail(r *tailedRoom) {
 		backoff.reset()
 		h.stats.TailReads.Add(1)
 		batch = batch[:0]
+		events := h.takeEvents(r, res)
 		for _, st := range res {
+			if st.Stream != r.key {
+				continue
+			}
 			for _, m := range st.Messages {
 				e := toEntry(m)
 				if !e.HasMessage {
@@ -345,6 +357,9 @@ func (h *Hub) tail(r *tailedRoom) {
 		r.push(batch)
 		subs := r.subs
 		r.mu.Unlock()
+		if len(batch) == 0 && !events {
+			continue
+		}
 		for _, s := range subs {
 			s.notify()
 		}

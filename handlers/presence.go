@@ -1,0 +1,162 @@
+package handlers
+
+import (
+	"context"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/xroom/xroom/streams"
+)
+
+// typingEvery is the most often one connection's {"type":"typing"} is
+// passed on; extra ones are dropped silently (clients send one every 3 s
+// while the person types, so this only stops floods).
+const typingEvery = 2 * time.Second
+
+// eventsPerPass is how many presence events one write pass takes from the
+// room's buffer at a time.
+const eventsPerPass = 32
+
+// typingFrame is what decodeFrame returns for {"type":"typing"}: not a
+// refusal, and never answered.
+var typingFrame = &refusal{code: "typing"}
+
+type memberJSON struct {
+	User string `json:"user"`
+}
+
+// presenceFrame is a live presence event: join, leave or typing.
+type presenceFrame struct {
+	Type  string `json:"type"`
+	Room  string `json:"room"`
+	Event string `json:"event"`
+	User  string `json:"user"`
+}
+
+// snapshotFrame lists who is in the room, sent once right after ready.
+type snapshotFrame struct {
+	Type    string       `json:"type"`
+	Room    string       `json:"room"`
+	Event   string       `json:"event"`
+	Members []memberJSON `json:"members"`
+}
+
+// EncodeEvent is the streams.EventEncoder of presence frames: the hub calls
+// it once per event and every xroom.v1 connection sends the result.
+func EncodeEvent(room string, ev *streams.Event) []byte {
+	return encode(presenceFrame{Type: "presence", Room: room, Event: ev.Type, User: ev.User})
+}
+
+func membersJSON(users []string) []memberJSON {
+	out := make([]memberJSON, len(users))
+	for i, u := range users {
+		out[i] = memberJSON{User: u}
+	}
+	return out
+}
+
+// joinPresence makes the connection present in its room. A Redis failure
+// does not stop the session: the next heartbeat adds it.
+func (s *session) joinPresence() {
+	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	defer cancel()
+	member, err := s.srv.presence.Join(ctx, s.room, s.user)
+	s.member = member
+	if err != nil {
+		s.log.Warn("presence join failed; the next heartbeat retries", "err", err)
+	}
+}
+
+// leavePresence removes the connection; if Redis fails, it expires after the TTL.
+func (s *session) leavePresence() {
+	if s.member == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if err := s.srv.presence.Leave(ctx, s.room, s.member); err != nil {
+		s.log.Warn("presence leave failed; the member expires after the TTL", "err", err)
+	}
+}
+
+// snapshot is the frame listing who is in the room, or nil for the
+// compatible dialect. Without Redis it is nil too: messaging goes on, and
+// join and leave events follow once Redis is back.
+func (s *session) snapshot() []byte {
+	if s.compat {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	users, err := s.srv.presence.Members(ctx, s.room)
+	cancel()
+	if err != nil {
+		s.log.Warn("presence snapshot failed", "err", err)
+		return nil
+	}
+	return encode(snapshotFrame{Type: "presence", Room: s.room, Event: "snapshot", Members: membersJSON(users)})
+}
+
+// writeEvents writes the presence events that arrived since the last pass,
+// except the user's own typing. Only the xroom dialect gets them.
+func (s *session) writeEvents() error {
+	if s.compat {
+		return nil
+	}
+	var local [eventsPerPass]*streams.Event
+	for {
+		evs, seq := s.sub.Events(s.evSeq, local[:0])
+		s.evSeq = seq
+		for _, ev := range evs {
+			if ev.Frame == nil || ev.Type == streams.EventTyping && ev.User == s.user {
+				continue
+			}
+			if err := s.writeText(ev.Frame); err != nil {
+				return err
+			}
+		}
+		if len(evs) < eventsPerPass {
+			return nil
+		}
+	}
+}
+
+// typing passes on {"type":"typing"}, at most once per typingEvery; never
+// answered, and a Redis failure is only logged (typing is ephemeral).
+func (s *session) typing() {
+	now := time.Now().UnixNano()
+	if s.lastTyping != 0 && now-s.lastTyping < int64(typingEvery) {
+		return
+	}
+	s.lastTyping = now
+	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	defer cancel()
+	if err := s.srv.presence.Typing(ctx, s.room, s.user); err != nil {
+		s.log.Debug("typing event not stored", "err", err)
+	}
+}
+
+// Presence returns the server's presence keeper.
+func (s *Server) Presence() *streams.Presence { return s.presence }
+
+// presenceAPI answers GET /api/rooms/{room}/presence.
+func (s *Server) presenceAPI(c *fiber.Ctx) error {
+	room := c.Params("room")
+	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	defer cancel()
+	users, err := s.presence.Members(ctx, room)
+	if err != nil {
+		return s.unavailable(c, err)
+	}
+	return c.JSON(fiber.Map{"room": room, "members": membersJSON(users)})
+}
+
+// closePresence stops the heartbeat and removes what is left of this
+// instance's connections, after the sessions ended (each left on its own).
+func (s *Server) closePresence(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisTimeout)
+	defer cancel()
+	if err := s.presence.Close(ctx); err != nil {
+		s.log.Warn("presence cleanup failed; the members expire after the TTL", "err", err)
+	}
+}

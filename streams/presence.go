@@ -1,0 +1,434 @@
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Presence is the sorted set of a room's live connections: member
+// "USER:CONNID", score = expiry time in ms.
+func (k Keys) Presence(room string) string { return k.Prefix + ":{" + room + "}:presence" }
+
+// PresenceUsers is a hash USER -> number of that user's live connections in
+// the room, kept with the presence set by the same scripts, so that telling
+// a user's first connection (join) and last one (leave) costs O(log N), not
+// a scan of the room.
+func (k Keys) PresenceUsers(room string) string { return k.Prefix + ":{" + room + "}:presence:users" }
+
+// Events is the room's stream of short-lived presence events (join, leave, typing).
+func (k Keys) Events(room string) string { return k.Prefix + ":{" + room + "}:events" }
+
+const (
+	// DefaultPresenceTTL is how long a connection stays present without a
+	// heartbeat: a crashed instance's users fade out after it.
+	DefaultPresenceTTL = 30 * time.Second
+	// DefaultPresenceHeartbeat is how often an instance refreshes its
+	// connections; a third of the TTL survives two lost heartbeats.
+	DefaultPresenceHeartbeat = 10 * time.Second
+	// EventsMaxLen caps each room's events stream (MAXLEN ~): events are
+	// read live or never, so a small tail of them is all Redis keeps.
+	EventsMaxLen = 1000
+	// refreshChunk is the most members one script call refreshes, so a room
+	// with thousands of local connections never blocks Redis for long.
+	refreshChunk = 500
+	// pipelineCalls is the most script calls one heartbeat pipeline carries.
+	pipelineCalls = 64
+	// sweepLimit is the most expired members one script call removes; the
+	// rest go on the next call.
+	sweepLimit = 1000
+	// presenceTimeout bounds one heartbeat pipeline or leave.
+	presenceTimeout = 5 * time.Second
+)
+
+// Event types in the events stream.
+const (
+	EventJoin   = "join"
+	EventLeave  = "leave"
+	EventTyping = "typing"
+)
+
+// presenceLua is shared by the scripts: the user of a member (the part
+// before the LAST ':'), an event, and a member gone.
+const presenceLua = `
+local function user(m) return string.match(m, '^(.*):[^:]*$') or m end
+local function event(kind, u)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'type', kind, 'user', u)
+end
+local function gone(m)
+  local u = user(m)
+  if redis.call('HINCRBY', KEYS[2], u, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], u)
+    event('leave', u)
+    return 1
+  end
+  return 0
+end
+`
+
+// refreshScript adds or refreshes members (a new member whose user had no
+// live connection writes a join), then sweeps expired members (a member
+// whose user has no live connection left writes a leave), in one atomic
+// step: exactly one instance removes an expired member and writes its leave.
+// KEYS: presence, users, events. ARGV: events maxlen, now ms, expiry ms,
+// ttl ms, sweep limit, members...
+var refreshScript = redis.NewScript(presenceLua + `
+local joins, leaves = 0, 0
+for i = 6, #ARGV do
+  local m = ARGV[i]
+  if redis.call('ZADD', KEYS[1], ARGV[3], m) == 1 then
+    local u = user(m)
+    if redis.call('HINCRBY', KEYS[2], u, 1) == 1 then
+      event('join', u)
+      joins = joins + 1
+    end
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
+for _, m in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], m)
+  leaves = leaves + gone(m)
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+return {joins, leaves}
+`)
+
+// leaveScript removes members; a user's last one writes a leave. A member
+// already swept is skipped: its sweeper wrote the leave.
+// KEYS: presence, users, events. ARGV: events maxlen, members...
+var leaveScript = redis.NewScript(presenceLua + `
+local leaves = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    leaves = leaves + gone(ARGV[i])
+  end
+end
+return leaves
+`)
+
+// PresenceOptions configure Presence.
+type PresenceOptions struct {
+	TTL       time.Duration // DefaultPresenceTTL if 0
+	Heartbeat time.Duration // DefaultPresenceHeartbeat if 0; must be below TTL
+	Logger    *slog.Logger
+}
+
+// Presence keeps this instance's connections in the rooms' presence sets.
+// One goroutine refreshes all of them every Heartbeat, with one pipeline
+// per batch of rooms (never a round trip or a timer per connection), and
+// sweeps expired members, so the users of a crashed instance fade out after
+// TTL with exactly one leave. Close stops it and removes what is left.
+type Presence struct {
+	store *Store
+	opt   PresenceOptions
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	rooms  map[string]map[string]struct{} // local members by room
+	closed bool
+
+	stop chan struct{}
+	done chan struct{}
+
+	stats PresenceStats
+}
+
+// PresenceStats counts what Presence did, for metrics and tests.
+type PresenceStats struct {
+	Heartbeats atomic.Int64 // heartbeat ticks that reached Redis
+	Failures   atomic.Int64 // failed Redis calls (the next heartbeat retries)
+	Joins      atomic.Int64 // join events this instance wrote
+	Leaves     atomic.Int64 // leave events this instance wrote (clean or swept)
+}
+
+// NewPresence starts the heartbeat of an instance's connections.
+func NewPresence(store *Store, opt PresenceOptions) *Presence {
+	if opt.TTL <= 0 {
+		opt.TTL = DefaultPresenceTTL
+	}
+	if opt.Heartbeat <= 0 || opt.Heartbeat >= opt.TTL {
+		opt.Heartbeat = min(DefaultPresenceHeartbeat, opt.TTL/3)
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	p := &Presence{store: store, opt: opt, log: opt.Logger, rooms: map[string]map[string]struct{}{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+// Stats returns the counters.
+func (p *Presence) Stats() *PresenceStats { return &p.stats }
+
+// Options returns the options in effect.
+func (p *Presence) Options() PresenceOptions { return p.opt }
+
+// Join makes one connection of user present in room and returns its
+// member name, for Leave. The connection is registered locally even when
+// Redis fails (the error is returned for logging): the next heartbeat adds it.
+func (p *Presence) Join(ctx context.Context, room, user string) (string, error) {
+	member := user + ":" + connID()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return member, errors.New("presence closed")
+	}
+	local := p.rooms[room]
+	if local == nil {
+		local = map[string]struct{}{}
+		p.rooms[room] = local
+	}
+	local[member] = struct{}{}
+	p.mu.Unlock()
+	pipe := p.store.rdb.Pipeline()
+	cmd := p.refresh(ctx, pipe, room, []string{member})
+	err := p.exec(ctx, pipe, []*redis.Cmd{cmd}, refreshScript)
+	if err != nil {
+		return member, fmt.Errorf("presence join in %s: %w", room, err)
+	}
+	return member, nil
+}
+
+// Leave removes a connection. When Redis fails, the member expires after
+// the TTL and whichever instance sweeps it writes the leave.
+func (p *Presence) Leave(ctx context.Context, room, member string) error {
+	p.mu.Lock()
+	if local := p.rooms[room]; local != nil {
+		delete(local, member)
+		if len(local) == 0 {
+			delete(p.rooms, room)
+		}
+	}
+	p.mu.Unlock()
+	if err := p.leave(ctx, room, []string{member}); err != nil {
+		return fmt.Errorf("presence leave in %s: %w", room, err)
+	}
+	return nil
+}
+
+func (p *Presence) leave(ctx context.Context, room string, members []string) error {
+	pipe := p.store.rdb.Pipeline()
+	var cmds []*redis.Cmd
+	for chunk := range slices.Chunk(members, refreshChunk) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, EventsMaxLen)
+		for _, m := range chunk {
+			args = append(args, m)
+		}
+		cmds = append(cmds, leaveScript.EvalSha(ctx, pipe, p.keys(room), args...))
+	}
+	return p.exec(ctx, pipe, cmds, leaveScript)
+}
+
+func (p *Presence) keys(room string) []string {
+	k := p.store.keys
+	return []string{k.Presence(room), k.PresenceUsers(room), k.Events(room)}
+}
+
+// refresh queues one refresh script call for members of room.
+func (p *Presence) refresh(ctx context.Context, pipe redis.Pipeliner, room string, members []string) *redis.Cmd {
+	now := time.Now().UnixMilli()
+	args := make([]any, 0, len(members)+5)
+	args = append(args, EventsMaxLen, now, now+p.opt.TTL.Milliseconds(), p.opt.TTL.Milliseconds(), sweepLimit)
+	for _, m := range members {
+		args = append(args, m)
+	}
+	return refreshScript.EvalSha(ctx, pipe, p.keys(room), args...)
+}
+
+// exec runs a pipeline of EvalSha calls to script. When Redis has
+// forgotten the script (restart, failover, SCRIPT FLUSH) it runs the
+// pipeline again with EVAL, which loads it on whichever node holds each
+// room. It counts the events written and returns the first error.
+func (p *Presence) exec(ctx context.Context, pipe redis.Pipeliner, cmds []*redis.Cmd, script *redis.Script) error {
+	_, err := pipe.Exec(ctx)
+	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return redis.HasErrorPrefix(c.Err(), "NOSCRIPT") }) {
+		retry := p.store.rdb.Pipeline()
+		for i, c := range cmds {
+			// c.Args() is evalsha, sha, numkeys, keys..., args...
+			args := c.Args()
+			n, _ := args[2].(int)
+			keys := make([]string, n)
+			for j := range keys {
+				keys[j], _ = args[3+j].(string)
+			}
+			cmds[i] = script.Eval(ctx, retry, keys, args[3+n:]...)
+		}
+		_, err = retry.Exec(ctx)
+	}
+	if err != nil {
+		p.stats.Failures.Add(1)
+		return err
+	}
+	p.count(cmds)
+	return nil
+}
+
+// count adds the events a script reported.
+func (p *Presence) count(cmds []*redis.Cmd) {
+	for _, c := range cmds {
+		switch v := c.Val().(type) {
+		case int64: // leave
+			p.stats.Leaves.Add(v)
+		case []any: // refresh: {joins, leaves}
+			if len(v) == 2 {
+				j, _ := v[0].(int64)
+				l, _ := v[1].(int64)
+				p.stats.Joins.Add(j)
+				p.stats.Leaves.Add(l)
+			}
+		}
+	}
+}
+
+// Typing records that user is typing in room.
+func (p *Presence) Typing(ctx context.Context, room, user string) error {
+	key := p.store.keys.Events(room)
+	pipe := p.store.rdb.Pipeline()
+	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: EventsMaxLen, Approx: true,
+		Values: []any{"type", EventTyping, "user", user}})
+	pipe.PExpire(ctx, key, p.opt.TTL)
+	_, err := pipe.Exec(ctx)
+	if err = cmdErr(add.Err(), add.Val() == "", err); err != nil {
+		return fmt.Errorf("typing in %s: %w", room, err)
+	}
+	return nil
+}
+
+// Members lists the users present in room (unexpired members, each user
+// once), sorted.
+func (p *Presence) Members(ctx context.Context, room string) ([]string, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	ms, err := p.store.rdb.ZRangeByScore(ctx, p.store.keys.Presence(room), &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("presence of %s: %w", room, err)
+	}
+	users := make([]string, 0, len(ms))
+	for _, m := range ms {
+		users = append(users, MemberUser(m))
+	}
+	slices.Sort(users)
+	return slices.Compact(users), nil
+}
+
+// MemberUser is the user of a presence member "USER:CONNID" (the user may
+// itself contain ':').
+func MemberUser(member string) string {
+	if i := strings.LastIndexByte(member, ':'); i >= 0 {
+		return member[:i]
+	}
+	return member
+}
+
+// connID names one connection: 8 characters from [a-z0-9].
+func connID() string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b[:])
+}
+
+func (p *Presence) loop() {
+	defer close(p.done)
+	t := time.NewTicker(p.opt.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.Heartbeat(context.Background())
+		}
+	}
+}
+
+// Heartbeat refreshes every local connection and sweeps expired members in
+// the rooms they are in, now. The loop calls it every Heartbeat; a failure
+// is logged and retried on the next one.
+func (p *Presence) Heartbeat(ctx context.Context) {
+	p.mu.Lock()
+	rooms := make(map[string][]string, len(p.rooms))
+	for room, local := range p.rooms {
+		ms := make([]string, 0, len(local))
+		for m := range local {
+			ms = append(ms, m)
+		}
+		rooms[room] = ms
+	}
+	p.mu.Unlock()
+	if len(rooms) == 0 {
+		return
+	}
+	var pipe redis.Pipeliner
+	var cmds []*redis.Cmd
+	var failed error
+	flush := func() {
+		ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
+		defer cancel()
+		if err := p.exec(ctx, pipe, cmds, refreshScript); err != nil && failed == nil {
+			failed = err
+		}
+		pipe, cmds = nil, cmds[:0]
+	}
+	for room, members := range rooms {
+		for chunk := range slices.Chunk(members, refreshChunk) {
+			if pipe == nil {
+				pipe = p.store.rdb.Pipeline()
+			}
+			cmds = append(cmds, p.refresh(ctx, pipe, room, chunk))
+			if len(cmds) == pipelineCalls {
+				flush()
+			}
+		}
+	}
+	if len(cmds) > 0 {
+		flush()
+	}
+	if failed != nil {
+		p.log.Warn("presence heartbeat failed; retrying on the next one", "err", failed)
+		return
+	}
+	p.stats.Heartbeats.Add(1)
+}
+
+// Close stops the heartbeat and removes this instance's remaining
+// connections, writing the leaves of users who had no other. Call it after
+// the connections are closed (each leaves on its own).
+func (p *Presence) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	rooms := p.rooms
+	p.rooms = map[string]map[string]struct{}{}
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	var errs []error
+	for room, local := range rooms {
+		ms := make([]string, 0, len(local))
+		for m := range local {
+			ms = append(ms, m)
+		}
+		if err := p.leave(ctx, room, ms); err != nil {
+			errs = append(errs, fmt.Errorf("presence leave in %s: %w", room, err))
+		}
+	}
+	return errors.Join(errs...)
+}
