@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -457,12 +458,33 @@ func publish(t *testing.T, base, room, user, text string) string {
 	return out.ID
 }
 
-// port is the port of a base URL such as http://127.0.0.1:41234.
-func port(t *testing.T, base string) string {
+// stopProc stops a server process as an operator would (SIGTERM) and waits for it.
+func stopProc(t *testing.T, p *proc) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("server exited with %d", code)
+	}
+}
+
+// startOnSamePort starts a server process with env on the port of base,
+// where an earlier one served (so open pages find it at the same address).
+func startOnSamePort(t *testing.T, env map[string]string, base string) *proc {
 	t.Helper()
 	i := strings.LastIndexByte(base, ':')
 	if i < 0 {
 		t.Fatalf("no port in %s", base)
 	}
-	return base[i+1:]
+	again := make(map[string]string, len(env))
+	for k, v := range env {
+		again[k] = v
+	}
+	again["ADDR"] = "127.0.0.1:" + base[i+1:]
+	p := startProc(t, again)
+	if p.base != base {
+		t.Fatalf("restarted at %s, want %s", p.base, base)
+	}
+	return p
 }

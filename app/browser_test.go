@@ -1,13 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/internal/redistest"
 )
 
 // End-to-end tests of the browser client (static/) in a real chromium,
@@ -189,12 +191,7 @@ func TestBrowserReconnectsAfterServerRestart(t *testing.T) {
 	alice.say("before the outage")
 	bob.waitSettled("before the outage")
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := p.wait(30 * time.Second); code != 0 {
-		t.Fatalf("server exited with %d", code)
-	}
+	stopProc(t, p)
 	for _, tb := range []*tab{alice, bob} {
 		tb.waitFor("the reconnecting state", `["waiting", "connecting"].includes(document.querySelector("#status").dataset.state)`)
 	}
@@ -207,15 +204,7 @@ func TestBrowserReconnectsAfterServerRestart(t *testing.T) {
 		r.querySelector(".msg-text").textContent === "typed while offline")`)
 	alice.screenshot("offline")
 
-	env2 := map[string]string{}
-	for k, v := range env {
-		env2[k] = v
-	}
-	env2["ADDR"] = "127.0.0.1:" + port(t, p.base)
-	restarted := startProc(t, env2)
-	if restarted.base != p.base {
-		t.Fatalf("restarted at %s, want %s", restarted.base, p.base)
-	}
+	restarted := startOnSamePort(t, env, p.base)
 
 	during := []string{"sent through the API during the outage", "typed while offline"}
 	for _, tb := range []*tab{alice, bob} {
@@ -411,4 +400,74 @@ func TestBrowserPhoneWidthAndKeyboard(t *testing.T) {
 		t.Errorf("the log is %q, want role=log aria-live=polite", live)
 	}
 	alice.screenshot("phone")
+}
+
+// A reconnect that finds entries trimmed away shows a notice; one that finds
+// the room's history reset starts the log over.
+func TestBrowserGapNotices(t *testing.T) {
+	p, env := browserServer(t, nil)
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	b := startBrowser(t)
+	const room = "gaps"
+	stream := env["CHAT_PREFIX"] + ":{" + room + "}:messages"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	first := []string{"m1", "m2", "m3"}
+	for _, text := range first {
+		alice.say(text)
+	}
+	alice.waitSettled(first...)
+
+	// While the server is down, entries are added and most trimmed away.
+	stopProc(t, p)
+	for i := range 5 {
+		add(t, rdb, stream, fmt.Sprintf("added while down %d", i))
+	}
+	if err := rdb.XTrimMaxLen(ctx, stream, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p = startOnSamePort(t, env, p.base)
+	alice.waitConnected()
+	alice.waitFor("the trimmed notice", `[...document.querySelectorAll("#log .notice")].some((n) => /trimmed/.test(n.textContent))`)
+	alice.waitSettled("added while down 3", "added while down 4")
+	alice.expectOnce(append(first, "added while down 3", "added while down 4")...)
+	for _, r := range alice.rows() {
+		if r.Text == "added while down 0" {
+			t.Errorf("a trimmed entry is shown: %+v", r)
+		}
+	}
+	alice.expectInOrder()
+
+	// The room is deleted and starts anew (as after FLUSHALL): the page
+	// drops what it showed and shows the new history.
+	stopProc(t, p)
+	if err := rdb.Del(ctx, stream, env["CHAT_PREFIX"]+":{"+room+"}:epoch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	add(t, rdb, stream, "after the reset")
+	p = startOnSamePort(t, env, p.base)
+	alice.waitConnected()
+	alice.waitFor("the reset notice", `[...document.querySelectorAll("#log .notice")].some((n) => /reset/.test(n.textContent))`)
+	alice.waitSettled("after the reset")
+	rows := alice.expectOnce("after the reset")
+	if len(rows) != 1 {
+		t.Errorf("after the reset the log holds %+v, want only the new history", rows)
+	}
+	// And it is live in the new history.
+	alice.say("new era")
+	alice.waitSettled("new era")
+	alice.expectOnce("after the reset", "new era")
+	alice.expectInOrder()
+	alice.screenshot("room")
+}
+
+// add appends a chat entry straight into Redis, as redis-cli XADD would.
+func add(t *testing.T, rdb *redis.Client, stream, text string) {
+	t.Helper()
+	err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: []string{"user", "ops", "message", text}}).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

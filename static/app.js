@@ -357,6 +357,7 @@ function onAck(s, conn, f) {
   if (!e) return;
   e.el.classList.remove("pending");
   e.status.textContent = "";
+  if (!lastRooms.some((r) => r && r.room === s.room)) loadRooms(); // the room's first message: list it
   // Normally its own message frame follows and takes its place in the log;
   // if the page is already past its ID, it will not: it stays where it is.
   if (s.lastId && !isNewId(f.id, s.lastId)) {
