@@ -44,6 +44,8 @@ type options struct {
 	rs  *redistest.Server
 	// poolSize of the server's Redis client; 0 is go-redis's default.
 	poolSize int
+	// prefix shares another server's keys (a second instance); "" is a fresh one.
+	prefix string
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -56,7 +58,10 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if rs == nil {
 		rs = redistest.Shared(t)
 	}
-	ts := &testServer{t: t, redis: rs, prefix: redistest.Prefix(t)}
+	ts := &testServer{t: t, redis: rs, prefix: o.prefix}
+	if ts.prefix == "" {
+		ts.prefix = redistest.Prefix(t)
+	}
 	ts.name = "xroom-" + ts.prefix
 	ts.rdb = rs.Client(t)
 	mk := func(name string, pool int) *redis.Client {
