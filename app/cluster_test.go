@@ -93,7 +93,24 @@ func TestRunOnRedisCluster(t *testing.T) {
 	if list.Rooms[0].Room != rooms[len(rooms)-1] {
 		t.Errorf("/api/rooms starts with %s, want the most recent %s", list.Rooms[0].Room, rooms[len(rooms)-1])
 	}
+	// Presence lives in each room's slot: the scripts, the events stream
+	// (read in the tail's XREAD with the messages), and the cleanup on stop.
+	for _, room := range rooms {
+		var p struct{ Members []struct{ User string } }
+		getJSON(t, r.base+"/api/rooms/"+room+"/presence", &p)
+		if len(p.Members) != 2 || p.Members[0].User != "alice" || p.Members[1].User != "bob" {
+			t.Fatalf("%s: presence %+v, want alice and bob", room, p)
+		}
+		if n := cc.XLen(ctx, "chat:{"+room+"}:events").Val(); n < 2 {
+			t.Fatalf("%s: %d events, want the joins", room, n)
+		}
+	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
+	}
+	for _, room := range rooms {
+		if n := cc.ZCard(ctx, "chat:{"+room+"}:presence").Val(); n != 0 {
+			t.Errorf("%s: %d members left after a graceful stop", room, n)
+		}
 	}
 }
