@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -59,8 +60,10 @@ func findChromium(t testing.TB) string {
 	if _, err := os.Stat(chromiumPath); err == nil {
 		return chromiumPath
 	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
 	}
 	if v, _ := strconv.ParseBool(os.Getenv(redistest.EnvRequireReal)); v {
 		t.Fatalf("no chromium at %s or on PATH (and %s=1 forbids skipping); install Debian's chromium", chromiumPath, redistest.EnvRequireReal)
@@ -227,6 +230,20 @@ func (p *tab) close() {
 		p.t.Logf("%s: closing: %v", p.name, err)
 	}
 	p.cancel()
+}
+
+// setOffline cuts the tab off the network (navigator.onLine turns false and
+// the page gets an offline event), or brings it back.
+func setOffline(offline bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := chromedp.Call(ctx, network.OverrideNetworkState, network.OverrideNetworkStateParams{
+			Offline: offline, DownloadThroughput: -1, UploadThroughput: -1,
+		})
+		return err
+	})
 }
 
 // ---- the xroom page ---------------------------------------------------

@@ -25,12 +25,20 @@ func TestBrowserTwoPeopleChatAndALaterOneSeesHistory(t *testing.T) {
 
 	alice := b.open("alice", p.base+"/")
 	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
-
 	alice.say("hello from alice")
-	bob.waitSettled("hello from alice")
 	alice.waitSettled("hello from alice")
+
+	// bob finds the room in the lobby and joins it from there.
+	bob := b.open("bob", p.base+"/")
+	roomButton := `#rooms-list button[data-room="` + room + `"]`
+	bob.do("join from the lobby",
+		chromedp.SetValue(chromedp.CSS("#user"), "bob"),
+		chromedp.WaitVisible(chromedp.CSS(roomButton)),
+		chromedp.Click(chromedp.CSS(roomButton)),
+	)
+	bob.waitConnected()
+	bob.waitSettled("hello from alice")
+	bob.waitFor("the room's address", `location.hash === "#room=`+room+`"`)
 
 	// Shift+Enter breaks the line; Enter sends.
 	bob.do("type two lines",
@@ -256,6 +264,7 @@ func TestBrowserShowsHTMLAsText(t *testing.T) {
 	// A last message: once it is shown, every earlier one has been rendered
 	// and any image in them has had its chance to fail and fire onerror.
 	publish(t, p.base, room, "api-bot", "end")
+	alice.waitFor("bob in the member list, as typed", membersAre(`[`+jsString(`<b onmouseover=alert(2)>bob</b>`)+`, "alice"]`))
 	for _, tb := range []*tab{alice, bob} {
 		tb.waitSettled(append(want, "end")...)
 		rows := tb.expectOnce(want...)
@@ -269,7 +278,7 @@ func TestBrowserShowsHTMLAsText(t *testing.T) {
 			}
 		}
 		var found struct{ Elements, Images int }
-		tb.mustEval(`({Elements: document.querySelectorAll("#log img, #log svg, #log script, #log b, #log i").length,
+		tb.mustEval(`({Elements: document.querySelectorAll("#log img, #log svg, #log script, #log b, #log i, #members-list b").length,
 			Images: document.images.length})`, &found)
 		if found.Elements != 0 || found.Images != 0 {
 			t.Errorf("%s: markup became elements: %+v", tb.name, found)
@@ -372,11 +381,26 @@ func TestBrowserPhoneWidthAndKeyboard(t *testing.T) {
 		chromedp.KeyEvent("\t"),
 	)
 	alice.waitFor("the room focused", `document.activeElement === document.querySelector("#room")`)
+	// A name the server would refuse is caught in the form, and said.
+	alice.do("bad room name",
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("#room").select()`),
+		chromedp.KeyEvent("my room!"),
+		pressEnter(false),
+	)
+	alice.waitFor("the room error", `!document.querySelector("#room-error").hidden &&
+		document.querySelector("#room").getAttribute("aria-invalid") === "true" &&
+		document.activeElement === document.querySelector("#room")`)
+	var state string
+	alice.mustEval(`document.querySelector("#status").dataset.state + location.hash`, &state)
+	if state != "idle" {
+		t.Fatalf("a refused room name still went somewhere: %q", state)
+	}
 	alice.do("room name",
 		chromedp.Evaluate[chromedp.Void](`document.querySelector("#room").select()`),
 		chromedp.KeyEvent(room),
 		pressEnter(false),
 	)
+	alice.waitFor("the error gone", `document.querySelector("#room-error").hidden`)
 	alice.waitConnected()
 	alice.waitFor("the message box focused", `document.activeElement === document.querySelector("#text")`)
 	alice.do("send", chromedp.KeyEvent("hello from a phone"), pressEnter(false))
@@ -469,5 +493,48 @@ func add(t *testing.T, rdb *redis.Client, stream, text string) {
 	err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: []string{"user", "ops", "message", text}}).Err()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The browser goes offline: the page says so at once, keeps what is typed,
+// and sends it when the network is back; it is stored and shown once.
+func TestBrowserOfflineQueue(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "offline"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+
+	alice.do("go offline", setOffline(true))
+	alice.waitFor("the offline state", `document.querySelector("#status").dataset.state === "offline" &&
+		document.querySelector("#status").textContent === "offline"`)
+	alice.say("written offline")
+	publish(t, p.base, room, "api-bot", "while alice was offline")
+	bob.waitSettled("while alice was offline")
+	var pending []row
+	for _, r := range alice.rows() {
+		if r.Pending {
+			pending = append(pending, r)
+		}
+	}
+	if len(pending) != 1 || pending[0].Text != "written offline" || !strings.Contains(pending[0].State, "waiting") {
+		t.Fatalf("offline, the pending rows are %+v", pending)
+	}
+	alice.screenshot("offline")
+
+	alice.do("back online", setOffline(false))
+	texts := []string{"while alice was offline", "written offline"}
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitConnected()
+		tb.waitSettled(texts...)
+	}
+	publish(t, p.base, room, "api-bot", "last")
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitSettled("last")
+		tb.expectOnce(append(texts, "last")...)
+		tb.expectInOrder()
 	}
 }

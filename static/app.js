@@ -756,7 +756,15 @@ function init() {
   });
   window.addEventListener("offline", () => {
     const s = session;
-    if (s && !s.conn) {
+    if (!s || s.halted) return;
+    const conn = s.conn;
+    if (conn) {
+      // The socket may linger for a minute before it notices the network is
+      // gone: drop it now, so that what is typed waits in the outbox and the
+      // page says it is offline. The online event reconnects.
+      conn.ws.close(1000, "offline");
+      handleClose(s, conn, { code: 1006 });
+    } else {
       stopTimers(s);
       setStatus("offline", "offline");
     }
