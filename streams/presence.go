@@ -136,6 +136,10 @@ type Presence struct {
 	mu     sync.Mutex
 	rooms  map[string]map[string]struct{} // local members by room
 	closed bool
+	// beat is held by a heartbeat while it refreshes; Leave waits for the
+	// one in flight, which may still carry its member, so that a refresh
+	// never adds back a member that already left.
+	beat sync.RWMutex
 
 	stop chan struct{}
 	done chan struct{}
@@ -211,6 +215,8 @@ func (p *Presence) Leave(ctx context.Context, room, member string) error {
 		}
 	}
 	p.mu.Unlock()
+	p.beat.RLock() // a later heartbeat no longer sees the member
+	p.beat.RUnlock()
 	if err := p.leave(ctx, room, []string{member}); err != nil {
 		return fmt.Errorf("presence leave in %s: %w", room, err)
 	}
@@ -360,6 +366,8 @@ func (p *Presence) loop() {
 // the rooms they are in, now. The loop calls it every Heartbeat; a failure
 // is logged and retried on the next one.
 func (p *Presence) Heartbeat(ctx context.Context) {
+	p.beat.Lock()
+	defer p.beat.Unlock()
 	p.mu.Lock()
 	rooms := make(map[string][]string, len(p.rooms))
 	for room, local := range p.rooms {

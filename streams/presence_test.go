@@ -385,3 +385,57 @@ func TestHubDeliversEventsLiveOnlyAndSkipsWhatASlowSubscriberMissed(t *testing.T
 		t.Fatalf("a subscriber 600 events behind got %d: %v ... %v", len(missed), missed[:1], missed[len(missed)-1:])
 	}
 }
+
+// gateHook holds the first pipeline sent after it is armed until released.
+type gateHook struct {
+	armed    atomic.Bool
+	started  chan struct{}
+	released chan struct{}
+}
+
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.armed.CompareAndSwap(true, false) {
+			close(h.started)
+			<-h.released
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A connection that leaves while a heartbeat carrying it is in flight is
+// not added back by that heartbeat (no second join, no ghost member).
+func TestPresenceLeaveDuringHeartbeatStaysLeft(t *testing.T) {
+	srv := redistest.Shared(t)
+	rdb := srv.Client(t)
+	gate := &gateHook{started: make(chan struct{}), released: make(chan struct{})}
+	rdb.AddHook(gate)
+	prefix := redistest.Prefix(t)
+	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}
+	p := e.newPresence(time.Minute, time.Hour)
+	m := mustJoin(t, p, "r", "alice")
+	gate.armed.Store(true)
+	beat := make(chan struct{})
+	go func() { p.Heartbeat(context.Background()); close(beat) }()
+	<-gate.started // the heartbeat has read alice's member and is about to send
+	left := make(chan error, 1)
+	go func() { left <- p.Leave(context.Background(), "r", m) }()
+	select {
+	case err := <-left: // a Leave that does not wait for the heartbeat
+		left <- err
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate.released)
+	<-beat
+	if err := <-left; err != nil {
+		t.Fatal(err)
+	}
+	if n := e.rdb.ZCard(ctx10(t), prefix+":{r}:presence").Val(); n != 0 {
+		t.Fatalf("%d members after alice left", n)
+	}
+	if ev := e.events("r"); !slices.Equal(ev, []string{"join alice", "leave alice"}) {
+		t.Fatalf("events %v, want one join and one leave", ev)
+	}
+}
