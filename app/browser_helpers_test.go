@@ -40,12 +40,16 @@ const (
 )
 
 // artifactsDir is where the browser tests leave screenshots: $XROOM_ARTIFACTS,
-// or test-artifacts/browser at the repository root (git-ignored).
+// or test-artifacts/browser, a relative path being taken from the repository
+// root (tests run in app/).
 func artifactsDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv(envArtifacts)
 	if dir == "" {
-		dir = filepath.Join("..", "test-artifacts", "browser")
+		dir = filepath.Join("test-artifacts", "browser")
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join("..", dir)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("screenshot folder: %v", err)

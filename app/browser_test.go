@@ -363,6 +363,7 @@ func TestBrowserUnreadCountInTitle(t *testing.T) {
 	alice.waitFor("the count in the title", `document.title === "(2) unread · xroom"`)
 	setHidden(false)
 	alice.waitFor("the count cleared", `document.title === "unread · xroom"`)
+	alice.screenshot("room")
 }
 
 // On a phone-width screen, with the keyboard only: the name field has the
@@ -537,4 +538,5 @@ func TestBrowserOfflineQueue(t *testing.T) {
 		tb.expectOnce(append(texts, "last")...)
 		tb.expectInOrder()
 	}
+	alice.screenshot("room")
 }
