@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -125,6 +126,16 @@ type tab struct {
 	cancel  context.CancelFunc
 	dialogs atomic.Int32 // alert/confirm/prompt dialogs that opened
 	closed  bool
+
+	mu      sync.Mutex
+	sockets []string // URLs of the WebSockets the page opened
+}
+
+// socketURLs returns the URLs of the WebSockets the page has opened so far.
+func (p *tab) socketURLs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.sockets...)
 }
 
 // open opens a new tab (in a new profile) at url.
@@ -146,16 +157,24 @@ func (b *browser) openIn(name, url string, opts ...chromedp.ContextOption) *tab 
 		}
 	})
 	err := chromedp.Listen(ctx, func(ev any) {
-		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+		switch ev := ev.(type) {
+		case *page.EventJavascriptDialogOpening:
 			p.dialogs.Add(1)
 			// Commands may not run inside the listener: dismiss from outside.
 			go func() {
 				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{})
 			}()
+		case *network.EventWebSocketCreated:
+			p.mu.Lock()
+			p.sockets = append(p.sockets, ev.URL)
+			p.mu.Unlock()
 		}
 	})
 	if err != nil {
 		t.Fatalf("%s: opening a tab: %v", name, err)
+	}
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatalf("%s: network events: %v", name, err)
 	}
 	p.do("navigate", chromedp.Navigate(url))
 	return p

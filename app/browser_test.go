@@ -88,7 +88,9 @@ func TestBrowserReloadKeepsTheRoom(t *testing.T) {
 	b := startBrowser(t)
 	const room = "reload"
 
-	alice := b.open("alice", p.base+"/")
+	// Opened with a token in its address (auth lives elsewhere): the page
+	// passes it on to every WebSocket it opens.
+	alice := b.open("alice", p.base+"/?token=t0k.3n")
 	alice.joinRoom("alice", room)
 	texts := []string{"one", "two", "three"}
 	for _, text := range texts {
@@ -115,6 +117,15 @@ func TestBrowserReloadKeepsTheRoom(t *testing.T) {
 			if r.Own != (r.User == "alice") {
 				t.Errorf("reload %d: %+v", i, r)
 			}
+		}
+	}
+	sockets := alice.socketURLs()
+	if len(sockets) < 3 {
+		t.Errorf("%d WebSockets seen over two reloads: %q", len(sockets), sockets)
+	}
+	for _, u := range sockets {
+		if !strings.Contains(u, "/ws/chat/"+room+"/?") || !strings.Contains(u, "user=alice") || !strings.Contains(u, "token=t0k.3n") {
+			t.Errorf("WebSocket %s: want the room, user=alice and token=t0k.3n", u)
 		}
 	}
 	// Still live after the reloads, and nothing doubled.
