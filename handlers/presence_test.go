@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -375,5 +376,37 @@ func TestPresenceAPI(t *testing.T) {
 	e = apiErr{}
 	if code := do(t, "GET", ts.base+"/api/rooms/lobby/presence", "", "", &e); code != 503 || e.Error.Code != "redis_unavailable" {
 		t.Fatalf("Redis down: %d %+v", code, e)
+	}
+}
+
+// Presence costs no goroutine (and no timer) per connection: one heartbeat
+// goroutine per server does it all.
+func TestPresenceAddsNoGoroutinePerConnection(t *testing.T) {
+	ts := startServer(t, fastPresence)
+	settle := func() int {
+		time.Sleep(50 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	first, _ := ts.member("idle", "u0")
+	first.expectEvent("join u0")
+	before := settle()
+	const n = 50
+	for i := 1; i <= n; i++ {
+		c, _ := ts.member("idle", fmt.Sprintf("u%d", i))
+		c.expectEvent(fmt.Sprintf("join u%d", i))
+	}
+	// Let a few heartbeats pass; writers end when idle.
+	time.Sleep(300 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Each connection has its reader goroutine (the WebSocket handler),
+		// and the test's client side has none while idle.
+		delta := settle() - before
+		if delta <= n+5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections added %d goroutines, want about one each", n, delta)
+		}
 	}
 }

@@ -93,6 +93,9 @@ func (h *Hub) takeEvents(r *tailedRoom, res []redis.XStream) bool {
 			default:
 				continue // not an event xroom knows: ignored
 			}
+			if ev.User == "" {
+				continue // an event about nobody (added by hand): ignored
+			}
 			if h.opt.EncodeEvent != nil {
 				ev.Frame = h.opt.EncodeEvent(r.name, ev)
 			}
