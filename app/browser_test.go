@@ -135,62 +135,72 @@ func TestBrowserReloadKeepsTheRoom(t *testing.T) {
 	alice.screenshot("room")
 }
 
-// Older history loads as the person scrolls up, without moving what they read.
+// Older history loads as the person scrolls up, without moving what they
+// read; also when the server replays nothing on join (HISTORY_ON_JOIN=0).
 func TestBrowserOlderHistoryOnScrollUp(t *testing.T) {
-	p, _ := browserServer(t, map[string]string{"HISTORY_ON_JOIN": "10"})
+	p, env := browserServer(t, map[string]string{"HISTORY_ON_JOIN": "10"})
+	env["HISTORY_ON_JOIN"] = "0"
+	none := startProc(t, env)
 	b := startBrowser(t)
 	const room = "long"
 	const total = 130
-	for i := range total {
-		publish(t, p.base, room, "bot", fmt.Sprintf("line %03d", i))
+	want := make([]string, total)
+	for i := range want {
+		want[i] = fmt.Sprintf("line %03d", i)
+		publish(t, p.base, room, "bot", want[i])
 	}
 	alice := b.open("alice", p.base+"/")
 	alice.joinRoom("alice", room)
-	alice.waitSettled(fmt.Sprintf("line %03d", total-1))
+	bob := b.open("bob", none.base+"/")
+	bob.joinRoom("bob", room)
+	for _, tb := range []*tab{alice, bob} {
+		tb.waitSettled(want[total-1])
+		tb.scrollToStart("line 000", total)
+		tb.expectOnce(want...)
+		tb.expectInOrder()
+		if n := len(tb.rows()); n != total {
+			t.Errorf("%s: %d rows, want %d", tb.name, n, total)
+		}
+	}
+	alice.screenshot("room")
+}
 
-	// Scroll to the top until the first line is there; each time, the line
-	// that was on top stays where it was.
+// scrollToStart scrolls the log to the top until first is shown and the
+// page says it is the start of the room; each time, the line that was on
+// top stays where it was while older ones come in above it.
+func (p *tab) scrollToStart(first string, most int) {
+	p.t.Helper()
 	for round := 0; ; round++ {
 		var done bool
-		alice.mustEval(`[...document.querySelectorAll("#log .msg-text")].some((e) => e.textContent === "line 000")`, &done)
+		p.mustEval(`[...document.querySelectorAll("#log .msg-text")].some((e) => e.textContent === `+jsString(first)+`)`, &done)
 		if done {
 			break
 		}
-		if round > total {
-			t.Fatalf("line 000 never loaded\n%s", alice.state())
+		if round > most {
+			p.t.Fatalf("%s: %q never loaded\n%s", p.name, first, p.state())
 		}
 		var before struct {
 			ID  string
 			Top float64
 			N   int
 		}
-		alice.mustEval(`(() => {
+		p.mustEval(`(() => {
 			const log = document.querySelector("#log");
 			log.scrollTop = 0;
 			const first = log.querySelector(".msg[data-id]");
 			return {ID: first.dataset.id, Top: first.getBoundingClientRect().top - log.getBoundingClientRect().top, N: log.querySelectorAll(".msg").length};
 		})()`, &before)
-		alice.waitFor("an older page", fmt.Sprintf(`document.querySelectorAll("#log .msg").length > %d`, before.N))
+		p.waitFor("an older page", fmt.Sprintf(`document.querySelectorAll("#log .msg").length > %d`, before.N))
 		var after float64
-		alice.mustEval(`(() => {
+		p.mustEval(`(() => {
 			const log = document.querySelector("#log");
 			return log.querySelector(".msg[data-id="+CSS.escape(`+jsString(before.ID)+`)+"]").getBoundingClientRect().top - log.getBoundingClientRect().top;
 		})()`, &after)
 		if d := after - before.Top; d < -2 || d > 2 {
-			t.Errorf("round %d: the line on top moved by %.0f px when older ones came", round, d)
+			p.t.Errorf("%s: round %d: the line on top moved by %.0f px when older ones came", p.name, round, d)
 		}
 	}
-	want := make([]string, total)
-	for i := range want {
-		want[i] = fmt.Sprintf("line %03d", i)
-	}
-	alice.waitFor("the start of the room", `!document.querySelector("#older-note").hidden`)
-	alice.expectOnce(want...)
-	alice.expectInOrder()
-	if n := len(alice.rows()); n != total {
-		t.Errorf("%d rows, want %d", n, total)
-	}
-	alice.screenshot("room")
+	p.waitFor("the start of the room", `!document.querySelector("#older-note").hidden && document.querySelector("#older").hidden`)
 }
 
 // The server stops and starts again on the same port while two pages are

@@ -3,9 +3,9 @@
 // All user text goes in with textContent: never innerHTML with data.
 // The pure parts (IDs, rules, backoff, outbox, presence) live in logic.js.
 import {
-  Outbox, activeTypers, applyPresence, backoffDelay, chatUrl, formatAgo, formatHHMM,
+  Outbox, activeTypers, applyPresence, backoffDelay, chatUrl, compareIds, formatAgo, formatWhen,
   hashForRoom, idTime, isNewId, isPolicyClose, isValidId, isValidRoom, isValidUser,
-  normalizeUser, olderMessages, olderPageUrl, roomFromLocation, shouldSendTyping,
+  nextId, normalizeUser, olderMessages, olderPageUrl, roomFromLocation, shouldSendTyping,
   sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length, TYPING_SHOW_MS,
 } from "./logic.js";
 
@@ -127,7 +127,7 @@ function renderMessage({ id, user, message, ts }, own) {
   const row = el("div", own ? "msg own" : "msg");
   if (id) row.dataset.id = id;
   const ms = typeof ts === "number" && Number.isFinite(ts) ? ts : idTime(id || "");
-  const time = el("time", "msg-time", formatHHMM(ms));
+  const time = el("time", "msg-time", formatWhen(ms));
   if (Number.isFinite(ms)) {
     const d = new Date(ms);
     time.dateTime = d.toISOString();
@@ -345,6 +345,11 @@ function onReady(s, conn, f) {
   // Acknowledged before a drop, yet not in the replay: trimmed meanwhile.
   for (const e of s.outbox.settleUpTo(s.lastId)) settleRow(e);
   for (const e of s.outbox.queued()) transmit(s, e);
+  if (!s.oldestId && isValidId(s.lastId) && compareIds(s.lastId, "0-0") > 0) {
+    // Nothing replayed (HISTORY_ON_JOIN=0), yet the room has history up to
+    // lastId: scrolling up reads it, lastId included.
+    s.oldestId = nextId(s.lastId);
+  }
   if (!s.oldestId) s.historyDone = true; // an empty room: nothing older either
   showOlderState(s);
   fillLog(s);

@@ -28,6 +28,16 @@ export function compareIds(a, b) {
   return compareDigits(ma[1], mb[1]) || compareDigits(ma[2] || "0", mb[2] || "0");
 }
 
+/**
+ * The smallest stream ID after id: "5-3" gives "5-4". As a `before` bound it
+ * takes in id itself (before is strictly older).
+ */
+export function nextId(id) {
+  const m = ID_RE.exec(id);
+  if (!m) throw new TypeError(`not a stream ID: ${id}`);
+  return `${m[1]}-${BigInt(m[2] || "0") + 1n}`;
+}
+
 /** The milliseconds part of a stream ID, as a number. */
 export function idTime(id) {
   const m = ID_RE.exec(id);
@@ -128,6 +138,22 @@ export function formatHHMM(ms) {
   const d = new Date(ms);
   if (Number.isNaN(d.getTime())) return "--:--";
   return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * When a message was written, as short as is clear: "14:05" today,
+ * "20 Nov 14:05" earlier this year, "20 Nov 2025 14:05" before that.
+ */
+export function formatWhen(ms, now = Date.now()) {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return "--:--";
+  const today = new Date(now);
+  const hm = formatHHMM(ms);
+  if (d.toDateString() === today.toDateString()) return hm;
+  const day = `${d.getDate()} ${MONTHS[d.getMonth()]}`;
+  return d.getFullYear() === today.getFullYear() ? `${day} ${hm}` : `${day} ${d.getFullYear()} ${hm}`;
 }
 
 /** Size of s in UTF-8 bytes, the unit of the server's message limit. */

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   Outbox, TYPING_SEND_MS, TYPING_SHOW_MS, activeTypers, applyPresence, backoffDelay, chatUrl,
-  compareIds, formatAgo, formatHHMM, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
+  compareIds, formatAgo, formatHHMM, formatWhen, nextId, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
   isValidRoom, isValidUser, newClientId, normalizeUser, olderMessages, olderPageUrl, roomFromHash,
   roomFromLocation, shouldSendTyping, sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length,
 } from "./logic.js";
@@ -221,4 +221,20 @@ test("outbox: acks and retries", () => {
   assert.equal(box.size, 0);
   assert.equal(box.get(undefined), undefined);
   assert.match(new Outbox().add("z").cid, /^c-/);
+});
+
+test("nextId is the bound that takes in an ID", () => {
+  assert.equal(nextId("5-3"), "5-4");
+  assert.equal(nextId("1732380000000"), "1732380000000-1");
+  assert.equal(nextId("1-18446744073709551615"), "1-18446744073709551616");
+  assert.equal(compareIds("5-3", nextId("5-3")), -1);
+  assert.throws(() => nextId("x"), TypeError);
+});
+
+test("formatWhen: time today, day and month before, year if another", () => {
+  const now = new Date(2026, 10, 23, 22, 0).getTime();
+  assert.equal(formatWhen(new Date(2026, 10, 23, 7, 5).getTime(), now), "07:05");
+  assert.equal(formatWhen(new Date(2026, 10, 20, 14, 5).getTime(), now), "20 Nov 14:05");
+  assert.equal(formatWhen(new Date(2025, 0, 2, 9, 30).getTime(), now), "2 Jan 2025 09:30");
+  assert.equal(formatWhen(NaN, now), "--:--");
 });
