@@ -33,6 +33,7 @@ type config struct {
 	ShutdownTimeout     time.Duration
 	PresenceTTL         time.Duration
 	PresenceHeartbeat   time.Duration
+	PresenceMaxMembers  int
 	LogLevel            slog.Level
 	LogFormat           string
 }
@@ -137,6 +138,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
 		PresenceTTL:         r.duration("PRESENCE_TTL", 30*time.Second, time.Second),
 		PresenceHeartbeat:   r.duration("PRESENCE_HEARTBEAT", 10*time.Second, 100*time.Millisecond),
+		PresenceMaxMembers:  int(r.integer("PRESENCE_MAX_MEMBERS", 1000, 1, 1000000)),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
 	}
 	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))

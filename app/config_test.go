@@ -27,20 +27,21 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{
-		Addr:              ":8080",
-		EmbeddedRedisAddr: "127.0.0.1:6379",
-		Prefix:            "chat",
-		HistoryMaxLen:     10000,
-		HistoryOnJoin:     50,
-		MaxMessageBytes:   4096,
-		DedupWindow:       10 * time.Minute,
-		TailBuffer:        1024,
-		RedisPoolSize:     10 * runtime.GOMAXPROCS(0),
-		ShutdownTimeout:   10 * time.Second,
-		PresenceTTL:       30 * time.Second,
-		PresenceHeartbeat: 10 * time.Second,
-		LogLevel:          slog.LevelInfo,
-		LogFormat:         "text",
+		Addr:               ":8080",
+		EmbeddedRedisAddr:  "127.0.0.1:6379",
+		Prefix:             "chat",
+		HistoryMaxLen:      10000,
+		HistoryOnJoin:      50,
+		MaxMessageBytes:    4096,
+		DedupWindow:        10 * time.Minute,
+		TailBuffer:         1024,
+		RedisPoolSize:      10 * runtime.GOMAXPROCS(0),
+		ShutdownTimeout:    10 * time.Second,
+		PresenceTTL:        30 * time.Second,
+		PresenceHeartbeat:  10 * time.Second,
+		PresenceMaxMembers: 1000,
+		LogLevel:           slog.LevelInfo,
+		LogFormat:          "text",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -66,6 +67,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"SHUTDOWN_TIMEOUT":      "3s",
 		"PRESENCE_TTL":          "45s",
 		"PRESENCE_HEARTBEAT":    "15s",
+		"PRESENCE_MAX_MEMBERS":  "200",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
 	}
@@ -91,6 +93,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		ShutdownTimeout:     3 * time.Second,
 		PresenceTTL:         45 * time.Second,
 		PresenceHeartbeat:   15 * time.Second,
+		PresenceMaxMembers:  200,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 	}
@@ -147,6 +150,7 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"PRESENCE_HEARTBEAT": "50ms"}, "PRESENCE_HEARTBEAT"},
 		{map[string]string{"PRESENCE_HEARTBEAT": "30s"}, "PRESENCE_HEARTBEAT"},                      // not below the default TTL
 		{map[string]string{"PRESENCE_TTL": "5s", "PRESENCE_HEARTBEAT": "5s"}, "PRESENCE_HEARTBEAT"}, // equal to the TTL
+		{map[string]string{"PRESENCE_MAX_MEMBERS": "0"}, "PRESENCE_MAX_MEMBERS"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{map[string]string{"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"},

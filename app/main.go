@@ -83,8 +83,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Logger:          log,
 		// The server's presence heartbeat runs until srv.Shutdown, which
 		// removes this instance's members (see handlers/presence.go).
-		PresenceTTL:       cfg.PresenceTTL,
-		PresenceHeartbeat: cfg.PresenceHeartbeat,
+		PresenceTTL:        cfg.PresenceTTL,
+		PresenceHeartbeat:  cfg.PresenceHeartbeat,
+		PresenceMaxMembers: cfg.PresenceMaxMembers,
 	})
 	app := srv.App()
 

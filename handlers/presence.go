@@ -35,11 +35,13 @@ type presenceFrame struct {
 }
 
 // snapshotFrame lists who is in the room, sent once right after ready.
+// Partial marks a room too big to list whole (PRESENCE_MAX_MEMBERS).
 type snapshotFrame struct {
 	Type    string       `json:"type"`
 	Room    string       `json:"room"`
 	Event   string       `json:"event"`
 	Members []memberJSON `json:"members"`
+	Partial bool         `json:"partial,omitempty"`
 }
 
 // EncodeEvent is the streams.EventEncoder of presence frames: the hub calls
@@ -88,13 +90,13 @@ func (s *session) snapshot() []byte {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
-	users, err := s.srv.presence.Members(ctx, s.room)
+	users, partial, err := s.srv.presence.Members(ctx, s.room)
 	cancel()
 	if err != nil {
 		s.log.Warn("presence snapshot failed", "err", err)
 		return nil
 	}
-	return encode(snapshotFrame{Type: "presence", Room: s.room, Event: "snapshot", Members: membersJSON(users)})
+	return encode(snapshotFrame{Type: "presence", Room: s.room, Event: "snapshot", Members: membersJSON(users), Partial: partial})
 }
 
 // writeEvents writes the presence events that arrived since the last pass,
@@ -144,11 +146,15 @@ func (s *Server) presenceAPI(c *fiber.Ctx) error {
 	room := c.Params("room")
 	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
 	defer cancel()
-	users, err := s.presence.Members(ctx, room)
+	users, partial, err := s.presence.Members(ctx, room)
 	if err != nil {
 		return s.unavailable(c, err)
 	}
-	return c.JSON(fiber.Map{"room": room, "members": membersJSON(users)})
+	body := fiber.Map{"room": room, "members": membersJSON(users)}
+	if partial {
+		body["partial"] = true
+	}
+	return c.JSON(body)
 }
 
 // closePresence stops the heartbeat and removes what is left of this

@@ -26,6 +26,7 @@ type pframe struct {
 	Members []struct {
 		User string `json:"user"`
 	} `json:"members"`
+	Partial bool `json:"partial"`
 }
 
 func (f pframe) String() string {
@@ -408,5 +409,33 @@ func TestPresenceAddsNoGoroutinePerConnection(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d idle connections added %d goroutines, want about one each", n, delta)
 		}
+	}
+}
+
+// Past PRESENCE_MAX_MEMBERS users a room gets no presence events and a
+// partial snapshot (each event would go to every connection).
+func TestPresenceBigRoom(t *testing.T) {
+	ts := startServer(t, func(o *options) { o.cfg.PresenceMaxMembers = 2 })
+	a, _ := ts.member("big", "alice")
+	a.expectEvent("join alice")
+	b, _ := ts.member("big", "bob")
+	a.expectEvent("join bob")
+	b.expectEvent("join bob")
+	_, snap := ts.member("big", "carol")
+	if len(snap.Members) != 2 || !snap.Partial {
+		t.Fatalf("carol's snapshot %+v, want 2 members and partial", snap)
+	}
+	var p struct {
+		Members []struct{ User string }
+		Partial bool
+	}
+	if code := do(t, "GET", ts.base+"/api/rooms/big/presence", "", "", &p); code != 200 || len(p.Members) != 2 || !p.Partial {
+		t.Fatalf("API of a big room: %d %+v", code, p)
+	}
+	b.send(`{"type":"typing"}`)
+	// No join for carol, no typing from bob: alice's next frame is the message.
+	b.send(`{"message":"hello"}`)
+	if f := a.expect("message"); f.Message != "hello" {
+		t.Fatalf("got %+v", f)
 	}
 }

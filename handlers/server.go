@@ -39,8 +39,9 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
-	// PresenceTTL and PresenceHeartbeat time presence (streams.PresenceOptions; 0 = defaults).
+	// PresenceTTL, PresenceHeartbeat and PresenceMaxMembers: see streams.PresenceOptions (0 = defaults).
 	PresenceTTL, PresenceHeartbeat time.Duration
+	PresenceMaxMembers             int
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -70,7 +71,7 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, Logger: cfg.Logger})
+	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
 	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
 }
 

@@ -36,6 +36,8 @@ const (
 	// DefaultPresenceHeartbeat is how often an instance refreshes its
 	// connections; a third of the TTL survives two lost heartbeats.
 	DefaultPresenceHeartbeat = 10 * time.Second
+	// DefaultPresenceMaxMembers is PresenceOptions.MaxMembers by default.
+	DefaultPresenceMaxMembers = 1000
 	// EventsMaxLen caps each room's events stream (MAXLEN ~): events are
 	// read live or never, so a small tail of them is all Redis keeps.
 	EventsMaxLen = 1000
@@ -59,18 +61,21 @@ const (
 )
 
 // presenceLua is shared by the scripts: the user of a member (the part
-// before the LAST ':'), an event, and a member gone.
+// before the LAST ':'), an event (written only while the room has at most
+// ARGV[2] users: see PresenceOptions.MaxMembers), and a member gone. Each
+// returns how many events it wrote.
 const presenceLua = `
 local function user(m) return string.match(m, '^(.*):[^:]*$') or m end
 local function event(kind, u)
+  if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[2]) then return 0 end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'type', kind, 'user', u)
+  return 1
 end
 local function gone(m)
   local u = user(m)
   if redis.call('HINCRBY', KEYS[2], u, -1) <= 0 then
     redis.call('HDEL', KEYS[2], u)
-    event('leave', u)
-    return 1
+    return event('leave', u)
   end
   return 0
 end
@@ -80,35 +85,34 @@ end
 // live connection writes a join), then sweeps expired members (a member
 // whose user has no live connection left writes a leave), in one atomic
 // step: exactly one instance removes an expired member and writes its leave.
-// KEYS: presence, users, events. ARGV: events maxlen, now ms, expiry ms,
-// ttl ms, sweep limit, members...
+// KEYS: presence, users, events. ARGV: events maxlen, max members, now ms,
+// expiry ms, ttl ms, sweep limit, members...
 var refreshScript = redis.NewScript(presenceLua + `
 local joins, leaves = 0, 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local m = ARGV[i]
-  if redis.call('ZADD', KEYS[1], ARGV[3], m) == 1 then
+  if redis.call('ZADD', KEYS[1], ARGV[4], m) == 1 then
     local u = user(m)
     if redis.call('HINCRBY', KEYS[2], u, 1) == 1 then
-      event('join', u)
-      joins = joins + 1
+      joins = joins + event('join', u)
     end
   end
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3], 'LIMIT', 0, tonumber(ARGV[6]))
 for _, m in ipairs(expired) do
   redis.call('ZREM', KEYS[1], m)
   leaves = leaves + gone(m)
 end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return {joins, leaves}
 `)
 
 // leaveScript removes members; a user's last one writes a leave. A member
 // already swept is skipped: its sweeper wrote the leave.
-// KEYS: presence, users, events. ARGV: events maxlen, members...
+// KEYS: presence, users, events. ARGV: events maxlen, max members, members...
 var leaveScript = redis.NewScript(presenceLua + `
 local leaves = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
     leaves = leaves + gone(ARGV[i])
   end
@@ -116,11 +120,25 @@ end
 return leaves
 `)
 
+// typingScript adds a typing event unless the room is too big for events.
+// KEYS: presence, users, events. ARGV: events maxlen, max members, ttl ms, user.
+var typingScript = redis.NewScript(presenceLua + `
+if event('typing', ARGV[4]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
+`)
+
 // PresenceOptions configure Presence.
 type PresenceOptions struct {
 	TTL       time.Duration // DefaultPresenceTTL if 0
 	Heartbeat time.Duration // DefaultPresenceHeartbeat if 0; must be below TTL
-	Logger    *slog.Logger
+	// MaxMembers (DefaultPresenceMaxMembers if 0) bounds what presence costs
+	// in a huge room: with more users than this, join, leave and typing
+	// events are not written (each would be sent to every connection, so a
+	// room of N costs N² writes as it fills), and Members lists only this
+	// many connections.
+	MaxMembers int
+	Logger     *slog.Logger
 }
 
 // Presence keeps this instance's connections in the rooms' presence sets.
@@ -162,6 +180,9 @@ func NewPresence(store *Store, opt PresenceOptions) *Presence {
 	}
 	if opt.Heartbeat <= 0 || opt.Heartbeat >= opt.TTL {
 		opt.Heartbeat = min(DefaultPresenceHeartbeat, opt.TTL/3)
+	}
+	if opt.MaxMembers <= 0 {
+		opt.MaxMembers = DefaultPresenceMaxMembers
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -227,8 +248,8 @@ func (p *Presence) leave(ctx context.Context, room string, members []string) err
 	pipe := p.store.rdb.Pipeline()
 	var cmds []*redis.Cmd
 	for chunk := range slices.Chunk(members, refreshChunk) {
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, EventsMaxLen)
+		args := make([]any, 0, len(chunk)+2)
+		args = append(args, EventsMaxLen, p.opt.MaxMembers)
 		for _, m := range chunk {
 			args = append(args, m)
 		}
@@ -245,8 +266,8 @@ func (p *Presence) keys(room string) []string {
 // refresh queues one refresh script call for members of room.
 func (p *Presence) refresh(ctx context.Context, pipe redis.Pipeliner, room string, members []string) *redis.Cmd {
 	now := time.Now().UnixMilli()
-	args := make([]any, 0, len(members)+5)
-	args = append(args, EventsMaxLen, now, now+p.opt.TTL.Milliseconds(), p.opt.TTL.Milliseconds(), sweepLimit)
+	args := make([]any, 0, len(members)+6)
+	args = append(args, EventsMaxLen, p.opt.MaxMembers, now, now+p.opt.TTL.Milliseconds(), p.opt.TTL.Milliseconds(), sweepLimit)
 	for _, m := range members {
 		args = append(args, m)
 	}
@@ -298,34 +319,35 @@ func (p *Presence) count(cmds []*redis.Cmd) {
 	}
 }
 
-// Typing records that user is typing in room.
+// Typing records that user is typing in room (not in a room of more than
+// MaxMembers users).
 func (p *Presence) Typing(ctx context.Context, room, user string) error {
-	key := p.store.keys.Events(room)
-	pipe := p.store.rdb.Pipeline()
-	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: EventsMaxLen, Approx: true,
-		Values: []any{"type", EventTyping, "user", user}})
-	pipe.PExpire(ctx, key, p.opt.TTL)
-	_, err := pipe.Exec(ctx)
-	if err = cmdErr(add.Err(), add.Val() == "", err); err != nil {
+	args := []any{EventsMaxLen, p.opt.MaxMembers, p.opt.TTL.Milliseconds(), user}
+	if _, err := p.store.runScript(ctx, typingScript, p.keys(room), args, nil); err != nil {
 		return fmt.Errorf("typing in %s: %w", room, err)
 	}
 	return nil
 }
 
 // Members lists the users present in room (unexpired members, each user
-// once), sorted.
-func (p *Presence) Members(ctx context.Context, room string) ([]string, error) {
+// once), sorted. In a room of more than MaxMembers connections it reads
+// only MaxMembers of them, so a join costs the same in a huge room, and
+// reports partial.
+func (p *Presence) Members(ctx context.Context, room string) (users []string, partial bool, err error) {
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	ms, err := p.store.rdb.ZRangeByScore(ctx, p.store.keys.Presence(room), &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
+	ms, err := p.store.rdb.ZRangeByScore(ctx, p.store.keys.Presence(room), &redis.ZRangeBy{Min: now, Max: "+inf", Count: int64(p.opt.MaxMembers) + 1}).Result()
 	if err != nil {
-		return nil, fmt.Errorf("presence of %s: %w", room, err)
+		return nil, false, fmt.Errorf("presence of %s: %w", room, err)
 	}
-	users := make([]string, 0, len(ms))
+	if len(ms) > p.opt.MaxMembers {
+		ms, partial = ms[:p.opt.MaxMembers], true
+	}
+	users = make([]string, 0, len(ms))
 	for _, m := range ms {
 		users = append(users, MemberUser(m))
 	}
 	slices.Sort(users)
-	return slices.Compact(users), nil
+	return slices.Compact(users), partial, nil
 }
 
 // MemberUser is the user of a presence member "USER:CONNID" (the user may

@@ -49,7 +49,7 @@ func count(lines []string, line string) int {
 
 func (e *env) members(p *streams.Presence, room string) []string {
 	e.t.Helper()
-	users, err := p.Members(ctx10(e.t), room)
+	users, _, err := p.Members(ctx10(e.t), room)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestPresenceCrashedInstanceFadesWithOneLeave(t *testing.T) {
 		t.Fatalf("members before the crash shows %v", got)
 	}
 	eventually(t, "carol and ghost fade out", func() bool {
-		got, err := a.Members(context.Background(), "r")
+		got, _, err := a.Members(context.Background(), "r")
 		return err == nil && slices.Equal(got, []string{"alice", "bob"})
 	})
 	eventually(t, "both leaves written", func() bool {
@@ -241,7 +241,7 @@ func TestPresenceHeartbeatSurvivesRedisOutage(t *testing.T) {
 	srv.Restart(t) // no persistence: Redis lost everything
 	// The heartbeat puts both back, with their joins.
 	eventually(t, "presence restored", func() bool {
-		got, err := p.Members(context.Background(), "r")
+		got, _, err := p.Members(context.Background(), "r")
 		return err == nil && slices.Equal(got, []string{"alice", "bob"})
 	})
 	if ev := e.events("r"); count(ev, "join alice") != 1 || count(ev, "join bob") != 1 {
@@ -438,5 +438,41 @@ func TestPresenceLeaveDuringHeartbeatStaysLeft(t *testing.T) {
 	}
 	if ev := e.events("r"); !slices.Equal(ev, []string{"join alice", "leave alice"}) {
 		t.Fatalf("events %v, want one join and one leave", ev)
+	}
+}
+
+// A room with more users than MaxMembers gets no events (each would go to
+// every connection) and a partial member list.
+func TestPresenceBigRoomGetsNoEventsAndAPartialList(t *testing.T) {
+	e := newEnv(t, streams.Options{})
+	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: time.Minute, Heartbeat: time.Hour, MaxMembers: 3, Logger: quiet()})
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	var ms []string
+	for _, u := range []string{"a", "b", "c", "d", "e"} {
+		ms = append(ms, mustJoin(t, p, "r", u))
+	}
+	if err := p.Typing(ctx10(t), "r", "a"); err != nil {
+		t.Fatal(err)
+	}
+	users, partial, err := p.Members(ctx10(t), "r")
+	if err != nil || !partial || len(users) != 3 {
+		t.Fatalf("Members of a room of 5 with MaxMembers 3: %v partial=%v %v", users, partial, err)
+	}
+	for _, m := range ms[3:] {
+		if err := p.Leave(ctx10(t), "r", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Back to 3 users: events again.
+	if err := p.Typing(ctx10(t), "r", "a"); err != nil {
+		t.Fatal(err)
+	}
+	users, partial, err = p.Members(ctx10(t), "r")
+	if err != nil || partial || !slices.Equal(users, []string{"a", "b", "c"}) {
+		t.Fatalf("Members of a room of 3: %v partial=%v %v", users, partial, err)
+	}
+	want := []string{"join a", "join b", "join c", "leave e", "typing a"}
+	if got := e.events("r"); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
 	}
 }
