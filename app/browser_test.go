@@ -561,3 +561,41 @@ func TestBrowserOfflineQueue(t *testing.T) {
 	}
 	alice.screenshot("room")
 }
+
+// What was typed offline survives leaving the page: the next visit (same
+// browser profile) sends it, and it is stored and shown once.
+func TestBrowserUnsentMessageSurvivesLeavingThePage(t *testing.T) {
+	p, _ := browserServer(t, nil)
+	b := startBrowser(t)
+	const room = "kept"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+
+	alice.do("go offline", setOffline(true))
+	alice.waitFor("the offline state", `document.querySelector("#status").dataset.state === "offline"`)
+	alice.say("typed before leaving")
+	alice.waitFor("it pending", `document.querySelectorAll("#log .msg.pending").length === 1`)
+	alice.do("leave the page", chromedp.Navigate("about:blank"))
+
+	// Later, in the same browser profile, the room again.
+	profile := chromedp.FromContext(alice.ctx).BrowserContextID
+	again := b.openIn("alice-later", p.base+"/#room="+room, chromedp.WithExistingBrowserContext(profile))
+	again.waitConnected()
+	for _, tb := range []*tab{again, bob} {
+		tb.waitSettled("typed before leaving")
+	}
+	publish(t, p.base, room, "api-bot", "last")
+	for _, tb := range []*tab{again, bob} {
+		tb.waitSettled("last")
+		tb.expectOnce("typed before leaving", "last")
+	}
+	var kept int
+	again.mustEval(`Object.keys(localStorage).filter((k) => k.startsWith("xroom.outbox.")).length`, &kept)
+	if kept != 0 {
+		t.Errorf("%d unsent messages still kept after they were stored", kept)
+	}
+	again.screenshot("room")
+}

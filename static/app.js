@@ -5,7 +5,8 @@
 import {
   Outbox, activeTypers, applyPresence, backoffDelay, chatUrl, compareIds, formatAgo, formatWhen,
   hashForRoom, idTime, isNewId, isPolicyClose, isValidId, isValidRoom, isValidUser,
-  nextId, normalizeUser, olderMessages, olderPageUrl, roomFromLocation, shouldSendTyping,
+  nextId, normalizeUser, olderMessages, olderPageUrl, outboxPrefix, outboxRecord, roomFromLocation,
+  savedOutbox, shouldSendTyping,
   sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length, TYPING_SHOW_MS,
 } from "./logic.js";
 
@@ -159,6 +160,8 @@ function join(room, user) {
   showOlderState(session);
   markCurrentRoom();
   notice(`Joined ${room} as ${user}.`);
+  const restored = restoreOutbox(session);
+  if (restored) notice(`${restored} message(s) you wrote earlier and not yet sent will be sent.`);
   connect();
 }
 
@@ -173,7 +176,10 @@ function leave(byUser = true) {
   if (byUser) {
     notice(`Left ${s.room}.`);
     if (s.outbox.size) notice(`${s.outbox.size} unsent message(s) were dropped.`, "warn");
-    for (const e of s.outbox.entries.values()) e.el.remove();
+    for (const e of s.outbox.entries.values()) {
+      e.el.remove();
+      forget(s, e.cid);
+    }
     // Keep ?token=, drop the room from the address: a reload stays in the lobby.
     const q = new URLSearchParams(location.search);
     q.delete("room");
@@ -319,6 +325,7 @@ function onMessage(s, conn, f) {
   if (!isValidId(f.id) || typeof f.message !== "string") return;
   const mine = s.outbox.take(f.client_id);
   if (mine) dropRow(s, mine); // it is stored: the stream copy replaces it, never resent
+  if (f.user === s.user && typeof f.client_id === "string") forget(s, f.client_id); // ours, maybe from another tab
   const refused = s.failed.get(f.client_id);
   if (refused) {
     s.failed.delete(f.client_id);
@@ -360,6 +367,7 @@ function onAck(s, conn, f) {
   conn.inflight = conn.inflight.filter((id) => id !== f.client_id);
   const e = s.outbox.acked(f.client_id, f.id);
   if (!e) return;
+  forget(s, e.cid); // stored: never to be sent again
   e.el.classList.remove("pending");
   e.status.textContent = "";
   if (!lastRooms.some((r) => r && r.room === s.room)) loadRooms(); // the room's first message: list it
@@ -525,13 +533,56 @@ function queueMessage(text) {
   const s = session;
   if (!s) return;
   const e = s.outbox.add(text);
-  e.el = renderMessage({ user: s.user, message: text, ts: Date.now() }, true);
+  keep(s, e);
+  showPending(s, e);
+  transmit(s, e);
+}
+
+// A row at the bottom of the log for an own message not yet in the stream.
+function showPending(s, e) {
+  e.el = renderMessage({ user: s.user, message: e.text, ts: Date.now() }, true);
   e.el.classList.add("outbox", "pending");
   e.status = el("span", "msg-state", "sending…");
   e.el.append(e.status);
   ui.log.append(e.el);
   scrollToBottom();
-  transmit(s, e);
+}
+
+// ---- unsent messages kept across reloads ---------------------------------
+// Each unsent message is kept in localStorage under its client_id until the
+// server has it, so closing or reloading the page loses nothing typed; the
+// next visit sends it with the same client_id, and dedup stores it once.
+
+function keep(s, e) {
+  try {
+    localStorage.setItem(outboxPrefix(s.room, s.user) + e.cid, outboxRecord(e.text, Date.now()));
+  } catch {
+    // storage full or off: the message is still sent from memory
+  }
+}
+
+function forget(s, cid) {
+  try {
+    localStorage.removeItem(outboxPrefix(s.room, s.user) + cid);
+  } catch {
+    // nothing kept
+  }
+}
+
+// Puts the kept messages of this room and name back in the outbox; returns how many.
+function restoreOutbox(s) {
+  let saved = [];
+  try {
+    saved = savedOutbox(localStorage, outboxPrefix(s.room, s.user));
+  } catch {
+    return 0;
+  }
+  const back = s.outbox.restore(saved);
+  for (const e of back) {
+    showPending(s, e);
+    e.status.textContent = "waiting for the connection…";
+  }
+  return back.length;
 }
 
 // Sends e now if the socket is ready, else leaves it queued for the next ready.
@@ -572,6 +623,7 @@ function settleRow(e) {
 
 // Refused by the server: freeze the row in the log with a way to try again.
 function fail(s, e, code) {
+  forget(s, e.cid); // refused: resending would not help; Retry makes a new one
   s.failed.set(e.cid, e.el);
   e.el.classList.remove("outbox", "pending");
   e.el.classList.add("failed");

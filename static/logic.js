@@ -274,6 +274,45 @@ export function activeTypers(typing, now) {
 
 // ---- own messages: queue, pending and reconciliation ------------------
 
+// The server's client_id rule.
+const CLIENT_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * The prefix of the localStorage keys of one person's unsent messages in one
+ * room: one key per message (prefix + client_id -> {text, at}), so that two
+ * tabs add and remove their own without overwriting each other's.
+ */
+export function outboxPrefix(room, user) {
+  return "xroom.outbox." + JSON.stringify([room, user]) + ".";
+}
+
+/** The value stored under outboxPrefix() + client_id. */
+export function outboxRecord(text, at) {
+  return JSON.stringify({ text, at });
+}
+
+/**
+ * The unsent messages kept in storage (a Storage: length, key(i),
+ * getItem) under prefix, oldest first, as [{cid, text}]. Unreadable records
+ * are left out.
+ */
+export function savedOutbox(storage, prefix) {
+  const out = [];
+  for (let i = 0; i < storage.length; i++) {
+    const key = storage.key(i);
+    if (typeof key !== "string" || !key.startsWith(prefix)) continue;
+    let rec;
+    try {
+      rec = JSON.parse(storage.getItem(key));
+    } catch {
+      continue;
+    }
+    if (!rec || typeof rec.text !== "string") continue;
+    out.push({ cid: key.slice(prefix.length), text: rec.text, at: Number(rec.at) || 0 });
+  }
+  return out.sort((a, b) => a.at - b.at).map(({ cid, text }) => ({ cid, text }));
+}
+
 /**
  * Outbox keeps the messages this page sent and has not yet seen in the
  * stream, by client_id, in send order. An entry is queued (waits for a
@@ -363,6 +402,24 @@ export class Outbox {
       }
     }
     return out;
+  }
+
+  /**
+   * Puts back what savedOutbox() read (after a reload, or from another tab
+   * of the same person): queued, with their first client_id, so that the server's dedup
+   * stores each once however many times they go out. Returns the new entries.
+   */
+  restore(list) {
+    const added = [];
+    if (!Array.isArray(list)) return added;
+    for (const item of list) {
+      if (!item || !CLIENT_ID_RE.test(item.cid) || typeof item.text !== "string" || !item.text) continue;
+      if (this.entries.has(item.cid)) continue;
+      const e = { cid: item.cid, text: item.text, state: "queued", ackId: null };
+      this.entries.set(e.cid, e);
+      added.push(e);
+    }
+    return added;
   }
 
   /** Removes and returns every acked entry (the history was reset: their IDs mean nothing now). */

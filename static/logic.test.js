@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   Outbox, TYPING_SEND_MS, TYPING_SHOW_MS, activeTypers, applyPresence, backoffDelay, chatUrl,
-  compareIds, formatAgo, formatHHMM, formatWhen, nextId, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
+  compareIds, outboxPrefix, outboxRecord, savedOutbox, formatAgo, formatHHMM, formatWhen, nextId, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
   isValidRoom, isValidUser, newClientId, normalizeUser, olderMessages, olderPageUrl, roomFromHash,
   roomFromLocation, shouldSendTyping, sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length,
 } from "./logic.js";
@@ -237,4 +237,29 @@ test("formatWhen: time today, day and month before, year if another", () => {
   assert.equal(formatWhen(new Date(2026, 10, 20, 14, 5).getTime(), now), "20 Nov 14:05");
   assert.equal(formatWhen(new Date(2025, 0, 2, 9, 30).getTime(), now), "2 Jan 2025 09:30");
   assert.equal(formatWhen(NaN, now), "--:--");
+});
+
+test("outbox: unsent messages survive a reload, with their client_id", () => {
+  // A Storage as the browser has it.
+  const mem = new Map();
+  const storage = {
+    get length() { return mem.size; },
+    key: (i) => [...mem.keys()][i] ?? null,
+    getItem: (k) => (mem.has(k) ? mem.get(k) : null),
+  };
+  const pre = outboxPrefix("room", "alice");
+  mem.set(pre + "c-2", outboxRecord("second", 20));
+  mem.set(pre + "c-1", outboxRecord("first", 10));
+  mem.set(pre + "c-3", "{not json");
+  mem.set(outboxPrefix("room", "bob") + "c-9", outboxRecord("bob's", 5));
+  mem.set("xroom.user", "alice");
+  const saved = savedOutbox(storage, pre);
+  assert.deepEqual(saved, [{ cid: "c-1", text: "first" }, { cid: "c-2", text: "second" }]);
+
+  const box = new Outbox(() => "never");
+  const back = box.restore([...saved, { cid: "bad id!", text: "x" }, { cid: "c-8", text: "" }, null, { cid: "c-1", text: "twice" }]);
+  assert.deepEqual(back.map((e) => [e.cid, e.text, e.state]), [["c-1", "first", "queued"], ["c-2", "second", "queued"]]);
+  assert.deepEqual(box.restore("junk"), []);
+  assert.equal(box.restore(saved).length, 0, "already there");
+  assert.notEqual(outboxPrefix("a.b", "c"), outboxPrefix("a", "b.c"));
 });
