@@ -83,22 +83,22 @@ type browser struct {
 	ctx context.Context // the browser's chromedp context
 }
 
-// startBrowser starts chromium with exactly the project's flags and a fresh
-// profile; it stops with the test.
+// startBrowser starts chromium headless with exactly the project's flags
+// and a fresh profile (chromedp adds only its DevTools pipe); it stops with
+// the test.
 func startBrowser(t *testing.T) *browser {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(findChromium(t)),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.NoFirstRun,
+		chromedp.Flag("no-first-run", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1024, 768),
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
@@ -176,7 +176,8 @@ func (b *browser) openIn(name, url string, opts ...chromedp.ContextOption) *tab 
 	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatalf("%s: network events: %v", name, err)
 	}
-	p.do("navigate", chromedp.Navigate(url))
+	// A laptop-sized page, the same on every machine (phones: see EmulateViewport in the tests).
+	p.do("navigate", chromedp.EmulateViewport(1024, 768), chromedp.Navigate(url))
 	return p
 }
 
