@@ -599,3 +599,20 @@ func TestBrowserUnsentMessageSurvivesLeavingThePage(t *testing.T) {
 	}
 	again.screenshot("room")
 }
+
+// In a room bigger than the server lists (PRESENCE_MAX_MEMBERS), the page
+// says the list is partial instead of passing it off as everyone.
+func TestBrowserPresenceInABigRoom(t *testing.T) {
+	p, _ := browserServer(t, map[string]string{"PRESENCE_MAX_MEMBERS": "1"})
+	b := startBrowser(t)
+	const room = "big"
+
+	alice := b.open("alice", p.base+"/")
+	alice.joinRoom("alice", room)
+	bob := b.open("bob", p.base+"/")
+	bob.joinRoom("bob", room)
+	bob.waitFor("a partial count", `/^\(\d+\+\)$/.test(document.querySelector("#members-count").textContent) &&
+		/and more/.test(document.querySelector("#members-list").textContent) &&
+		document.querySelector("#members-list .member.self") !== null`)
+	bob.screenshot("room")
+}

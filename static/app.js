@@ -57,6 +57,7 @@ function newSession(room, user) {
     // pinned on the wrong send, that message's stream copy removes the row.
     failed: new Map(),
     members: new Set(), // who is here, from presence frames
+    membersPartial: false, // the server listed only part of a big room
     typing: new Map(),  // user -> ms of their last typing event
     typingTimer: 0,
     typingSent: 0,      // ms of our last typing frame
@@ -434,8 +435,10 @@ function onPresence(s, f) {
     }
     return;
   }
-  const { members, notice: news } = applyPresence(s.members, f, s.user);
+  const { members, notice: news, partial } = applyPresence(s.members, f, s.user);
   s.members = members;
+  if (partial !== undefined) s.membersPartial = partial;
+  if (s.membersPartial) s.members.add(s.user); // a cut list may leave out the one person surely here
   if (f.event === "leave" && typeof f.user === "string" && s.typing.delete(f.user)) renderTyping(s);
   renderMembers(s);
   if (news) notice(news, "presence");
@@ -447,8 +450,12 @@ function renderMembers(s) {
     if (u === s.user) li.append(el("span", "hint", " (you)"));
     return li;
   });
+  if (s.membersPartial) {
+    // The server lists only so many in a big room and sends no join/leave there.
+    items.push(el("li", "hint", "…and more. In a room this big the list is not kept up to date."));
+  }
   ui.membersList.replaceChildren(...items);
-  ui.membersCount.textContent = `(${s.members.size})`;
+  ui.membersCount.textContent = s.membersPartial ? `(${s.members.size}+)` : `(${s.members.size})`;
 }
 
 // Shows who is typing, and clears them TYPING_SHOW_MS after their last event.

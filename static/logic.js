@@ -223,17 +223,22 @@ export function shouldSendTyping(lastSent, now) {
 
 /**
  * Applies one presence frame to the member set (a Set of user names) and
- * returns the new set (never the same object) and what to tell the person:
- * {members, notice}. self is this page's user, whose own join is not news.
- * Unknown or malformed frames change nothing.
+ * returns the new set (never the same object), what to tell the person, and
+ * for a snapshot whether it is partial (a room too big for the server to
+ * list whole and keep live): {members, notice, partial}; partial is
+ * undefined when the frame says nothing about it. self is this page's user,
+ * whose own join is not news. A join of a listed user or a leave of an
+ * unlisted one (events racing the snapshot) is a no-op. Unknown or
+ * malformed frames change nothing.
  */
 export function applyPresence(members, f, self) {
   const next = new Set(members);
   let notice = null;
-  if (!f || typeof f !== "object") return { members: next, notice };
+  if (!f || typeof f !== "object") return { members: next, notice, partial: undefined };
   if (f.event === "snapshot" && Array.isArray(f.members)) {
     next.clear();
     for (const m of f.members) if (m && typeof m.user === "string") next.add(m.user);
+    return { members: next, notice, partial: f.partial === true };
   } else if (f.event === "join" && typeof f.user === "string") {
     if (!next.has(f.user) && f.user !== self) notice = `${f.user} joined`;
     next.add(f.user);
@@ -241,7 +246,7 @@ export function applyPresence(members, f, self) {
     if (next.has(f.user) && f.user !== self) notice = `${f.user} left`;
     next.delete(f.user);
   }
-  return { members: next, notice };
+  return { members: next, notice, partial: undefined };
 }
 
 /** Members in display order: yourself first, then by name. */

@@ -160,6 +160,11 @@ test("presence: snapshot, join, leave and notices", () => {
   assert.equal(applyPresence(r.members, { event: "leave", user: "bob" }, "alice").notice, null, "not here");
   assert.deepEqual([...applyPresence(r.members, { event: "weird" }, "alice").members].sort(), ["alice", "carol"]);
   assert.deepEqual(sortedMembers(new Set(["zed", "bob", "me", "al"]), "me"), ["me", "al", "bob", "zed"]);
+  assert.equal(r.partial, undefined, "a leave says nothing about partial");
+  assert.equal(applyPresence(r.members, { event: "snapshot", members: [] }, "alice").partial, false);
+  const big = applyPresence(new Set(), { event: "snapshot", members: [{ user: "a" }, { user: "b" }], partial: true }, "a");
+  assert.equal(big.partial, true);
+  assert.equal(big.members.size, 2);
 });
 
 test("typing: throttle, expiry and wording", () => {
