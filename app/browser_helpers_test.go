@@ -272,6 +272,14 @@ func setOffline(offline bool) chromedp.Action[chromedp.Void] {
 
 // ---- the xroom page ---------------------------------------------------
 
+// join opens a page at base in a new profile and joins room as user.
+func (b *browser) join(base, user, room string) *tab {
+	b.t.Helper()
+	p := b.open(user, base+"/")
+	p.joinRoom(user, room)
+	return p
+}
+
 // joinRoom fills the join form and waits until the room is live.
 func (p *tab) joinRoom(user, room string) {
 	p.t.Helper()

@@ -23,8 +23,7 @@ func TestBrowserTwoPeopleChatAndALaterOneSeesHistory(t *testing.T) {
 	b := startBrowser(t)
 	const room = "team.chat-1"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
+	alice := b.join(p.base, "alice", room)
 	alice.say("hello from alice")
 	alice.waitSettled("hello from alice")
 
@@ -149,10 +148,8 @@ func TestBrowserOlderHistoryOnScrollUp(t *testing.T) {
 		want[i] = fmt.Sprintf("line %03d", i)
 		publish(t, p.base, room, "bot", want[i])
 	}
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", none.base+"/")
-	bob.joinRoom("bob", room)
+	alice := b.join(p.base, "alice", room)
+	bob := b.join(none.base, "bob", room)
 	for _, tb := range []*tab{alice, bob} {
 		tb.waitSettled(want[total-1])
 		tb.scrollToStart("line 000", total)
@@ -213,10 +210,8 @@ func TestBrowserReconnectsAfterServerRestart(t *testing.T) {
 	b := startBrowser(t)
 	const room = "restart"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
+	alice := b.join(p.base, "alice", room)
+	bob := b.join(p.base, "bob", room)
 	alice.say("before the outage")
 	bob.waitSettled("before the outage")
 
@@ -273,8 +268,7 @@ func TestBrowserShowsHTMLAsText(t *testing.T) {
 	const room = "xss"
 	const evil = `<img src=x onerror=alert(1)>`
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
+	alice := b.join(p.base, "alice", room)
 	bob := b.open("bob", p.base+"/")
 	bob.joinRoom(`<b onmouseover=alert(2)>bob</b>`, room)
 
@@ -318,10 +312,8 @@ func TestBrowserPresence(t *testing.T) {
 	b := startBrowser(t)
 	const room = "presence"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
+	alice := b.join(p.base, "alice", room)
+	bob := b.join(p.base, "bob", room)
 
 	both := `["alice", "bob"]`
 	for _, tb := range []*tab{alice, bob} {
@@ -366,8 +358,7 @@ func TestBrowserUnreadCountInTitle(t *testing.T) {
 	b := startBrowser(t)
 	const room = "unread"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
+	alice := b.join(p.base, "alice", room)
 	// A headless tab is never hidden by itself: make the page believe it is.
 	setHidden := func(hidden bool) {
 		var ok bool
@@ -458,8 +449,7 @@ func TestBrowserGapNotices(t *testing.T) {
 	const room = "gaps"
 	stream := env["CHAT_PREFIX"] + ":{" + room + "}:messages"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
+	alice := b.join(p.base, "alice", room)
 	first := []string{"m1", "m2", "m3"}
 	for _, text := range first {
 		alice.say(text)
@@ -525,10 +515,8 @@ func TestBrowserOfflineQueue(t *testing.T) {
 	b := startBrowser(t)
 	const room = "offline"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
+	alice := b.join(p.base, "alice", room)
+	bob := b.join(p.base, "bob", room)
 
 	alice.do("go offline", setOffline(true))
 	alice.waitFor("the offline state", `document.querySelector("#status").dataset.state === "offline" &&
@@ -569,10 +557,8 @@ func TestBrowserUnsentMessageSurvivesLeavingThePage(t *testing.T) {
 	b := startBrowser(t)
 	const room = "kept"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
+	alice := b.join(p.base, "alice", room)
+	bob := b.join(p.base, "bob", room)
 
 	alice.do("go offline", setOffline(true))
 	alice.waitFor("the offline state", `document.querySelector("#status").dataset.state === "offline"`)
@@ -607,10 +593,8 @@ func TestBrowserPresenceInABigRoom(t *testing.T) {
 	b := startBrowser(t)
 	const room = "big"
 
-	alice := b.open("alice", p.base+"/")
-	alice.joinRoom("alice", room)
-	bob := b.open("bob", p.base+"/")
-	bob.joinRoom("bob", room)
+	b.join(p.base, "alice", room)
+	bob := b.join(p.base, "bob", room)
 	bob.waitFor("a partial count", `/^\(\d+\+\)$/.test(document.querySelector("#members-count").textContent) &&
 		/and more/.test(document.querySelector("#members-list").textContent) &&
 		document.querySelector("#members-list .member.self") !== null`)
