@@ -325,8 +325,15 @@ func TestBrowserPresence(t *testing.T) {
 	bob.do("type", chromedp.SendKeys(chromedp.CSS("#text"), "thinking"))
 	alice.waitFor("bob typing", `document.querySelector("#typing").textContent === "bob is typing…"`)
 	// His message ends it.
+	// The lobby's periodic refresh skips hidden tabs: hide alice's, so only
+	// the message itself can put the room in her lobby.
+	var hid bool
+	alice.mustEval(`(() => { Object.defineProperty(document, "hidden", {configurable: true, get: () => true}); return true; })()`, &hid)
 	bob.do("send", pressEnter(false))
 	alice.waitSettled("thinking")
+	// bob's message started the room: alice's lobby lists it without a refresh.
+	alice.waitFor("the room in alice's lobby", `[...document.querySelectorAll("#rooms-list button")].some((b) => b.dataset.room === `+jsString(room)+`)`)
+	alice.mustEval(`(() => { Object.defineProperty(document, "hidden", {configurable: true, get: () => false}); return true; })()`, &hid)
 	alice.waitFor("typing cleared", `document.querySelector("#typing").textContent === ""`)
 	var own string
 	bob.mustEval(`document.querySelector("#typing").textContent`, &own)

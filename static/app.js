@@ -338,6 +338,8 @@ function onMessage(s, conn, f) {
   const own = Boolean(mine) || f.user === s.user;
   insertAboveOutbox(renderMessage(f, own));
   if (typeof f.user === "string" && s.typing.delete(f.user)) renderTyping(s);
+  // Someone else started this room: list it in the lobby without waiting for the refresh.
+  if (conn.ready && !lastRooms.some((r) => r && r.room === s.room)) loadRooms();
   if (conn.ready && !own && document.hidden) {
     s.unread++;
     updateTitle(s);
