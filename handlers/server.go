@@ -39,6 +39,8 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
+	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
+	WriteWait, RedisTimeout time.Duration
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -63,6 +65,12 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	}
 	if cfg.PongWait <= 0 {
 		cfg.PongWait = pongWait
+	}
+	if cfg.WriteWait <= 0 {
+		cfg.WriteWait = writeWait
+	}
+	if cfg.RedisTimeout <= 0 {
+		cfg.RedisTimeout = redisTimeout
 	}
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
@@ -236,7 +244,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	}
 	defer s.untrack(sess)
 
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
 	cancel()
 	if err != nil {
@@ -344,7 +352,7 @@ func (s *Server) listRooms(c *fiber.Ctx) error {
 	if limit == 0 {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	rooms, err := s.hub.Store().Rooms(ctx, limit)
 	if err != nil {
@@ -377,7 +385,7 @@ func (s *Server) history(c *fiber.Ctx) error {
 		id, err := streams.ParseID(string(args.Peek(name)))
 		return id, err == nil
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	store := s.hub.Store()
 	var entries []streams.Entry
@@ -456,7 +464,7 @@ func (s *Server) publish(c *fiber.Ctx) error {
 		}
 		m.ClientID = *body.ClientID
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	id, dup, err := s.hub.Store().Append(ctx, c.Params("room"), m)
 	if err != nil {

@@ -128,7 +128,7 @@ func (s *session) writeLoop() {
 // another pass is due right away.
 func (s *session) writePass() (more bool, err error) {
 	if !s.joined {
-		ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 		err := s.join(ctx)
 		cancel()
 		if err != nil {
@@ -264,9 +264,10 @@ func (s *session) send(v any) error {
 func (s *session) writeText(b []byte) error {
 	// The deadline bounds each write, not a whole pass: a client on a slow
 	// link that keeps reading is never cut off. Refreshing it costs a timer
-	// update, so it is done once a second at most.
-	if now := time.Now(); now.Sub(s.deadlineSet) > time.Second {
-		if err := s.conn.SetWriteDeadline(now.Add(writeWait)); err != nil {
+	// update, so it is done once a second (a tenth of the wait) at most.
+	wait := s.srv.cfg.WriteWait
+	if now := time.Now(); now.Sub(s.deadlineSet) > min(time.Second, wait/10) {
+		if err := s.conn.SetWriteDeadline(now.Add(wait)); err != nil {
 			return writeError{err}
 		}
 		s.deadlineSet = now
@@ -329,7 +330,7 @@ func (s *session) handle(data []byte) {
 		return
 	}
 	m.User = s.user
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
 	id, dup, err := s.srv.hub.Store().Append(ctx, s.room, m)
 	cancel()
 	if err != nil {
@@ -352,7 +353,7 @@ func (s *session) startPings() {
 
 func (s *session) ping() {
 	err := s.withConn(func() error {
-		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.srv.cfg.WriteWait))
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
