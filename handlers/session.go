@@ -179,6 +179,7 @@ func (s *session) join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.sub.Epoch(epoch) // drops entries Redis no longer has, after a reset
 	clientEpoch := s.epoch
 	s.epoch = epoch
 	if clientEpoch != "" && clientEpoch != epoch {
