@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -35,6 +36,8 @@ type Config struct {
 	MaxMessageBytes int      // longest message, in bytes
 	APIKey          string   // bearer key for POST /api/rooms/{room}/messages; empty disables it
 	AllowedOrigins  []string // browser origins allowed to open WebSockets besides the server's own; "*" allows any
+	AuthSecret      []byte   // HS256 key of user tokens (AUTH_SECRET); empty: no authentication (see auth.go)
+	Limits          Limits   // rates, connections per address, replay size (see limits.go)
 	Static          fs.FS    // the browser client, served at /
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
@@ -48,6 +51,8 @@ type Server struct {
 	hub *streams.Hub
 	cfg Config
 	log *slog.Logger
+
+	guard *guard // limits across connections
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -75,7 +80,7 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	return &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
+	return &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, guard: newGuard(cfg.Limits)}
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -93,12 +98,13 @@ func (s *Server) App() *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
 	})
+	app.Use(securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
 
 	api := app.Group("/api")
-	api.Get("/rooms", s.listRooms)
-	api.Get("/rooms/:room/messages", s.validRoom, s.history)
+	api.Get("/rooms", s.authRead, s.listRooms)
+	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
@@ -147,6 +153,9 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 	if !s.originAllowed(c) {
 		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
 	}
+	if ok, err := s.checkIP(c); !ok {
+		return err
+	}
 	args := c.Context().QueryArgs()
 	if args.Has("since") {
 		since, err := streams.ParseID(string(args.Peek("since")))
@@ -163,6 +172,9 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 		}
 	}
 	c.Locals("user", user)
+	if ok, err := s.authWS(c); !ok {
+		return err
+	}
 	if args.Has("epoch") {
 		epoch := string(args.Peek("epoch"))
 		if !validEpoch(epoch) {
@@ -243,6 +255,11 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		return
 	}
 	defer s.untrack(sess)
+	release, ok := s.admitIP(sess, c.Locals(ipKey).(netip.Addr))
+	if !ok {
+		return
+	}
+	defer release()
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
@@ -358,9 +375,11 @@ func (s *Server) listRooms(c *fiber.Ctx) error {
 	if err != nil {
 		return s.unavailable(c, err)
 	}
-	out := make([]roomJSON, len(rooms))
-	for i, r := range rooms {
-		out[i] = roomJSON{Room: r.Name, LastID: r.LastID.String(), LastActivity: r.LastActivity.UnixMilli()}
+	out := make([]roomJSON, 0, len(rooms))
+	for _, r := range rooms {
+		if s.roomAllowed(c, r.Name) { // a token sees only the rooms it opens
+			out = append(out, roomJSON{Room: r.Name, LastID: r.LastID.String(), LastActivity: r.LastActivity.UnixMilli()})
+		}
 	}
 	return c.JSON(fiber.Map{"rooms": out})
 }

@@ -51,6 +51,7 @@ type session struct {
 	hasSince bool
 	since    streams.ID
 	epoch    string // the epoch the client last saw, if any
+	rate     bucket // messages this connection may send (reader only)
 
 	sub     *streams.Subscription
 	control chan []byte
@@ -189,21 +190,26 @@ func (s *session) join(ctx context.Context) error {
 			return err
 		}
 		s.hasSince, s.since = true, streams.Zero
-		return s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()})
+		if err := s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()}); err != nil {
+			return err
+		}
+		return s.limitReplay(ctx)
 	}
 	if s.hasSince {
 		s.cursor = s.since
 		if s.since.IsZero() {
-			return nil
+			return s.limitReplay(ctx)
 		}
 		gap, oldest, err := store.Gap(ctx, s.room, s.since)
 		if err != nil {
 			return err
 		}
 		if gap {
-			return s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()})
+			if err := s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()}); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.limitReplay(ctx)
 	}
 	n := s.srv.cfg.HistoryOnJoin
 	if n == 0 {
@@ -328,6 +334,10 @@ func (s *session) handle(data []byte) {
 	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
 	if bad != nil {
 		s.queueError(bad)
+		return
+	}
+	if r := s.srv.guard.allowMessage(&s.rate, s.user, m.ClientID); r != nil {
+		s.queueError(r)
 		return
 	}
 	m.User = s.user
