@@ -61,7 +61,10 @@ func TestRateLimitPerConnection(t *testing.T) {
 }
 
 func TestRateLimitPerUserAcrossConnections(t *testing.T) {
-	ts := startServer(t, func(o *options) { o.cfg.Limits = handlers.Limits{UserRate: slowRate, UserBurst: 3}; o.cfg.HistoryOnJoin = 0 })
+	ts := startServer(t, func(o *options) {
+		o.cfg.Limits = handlers.Limits{UserRate: slowRate, UserBurst: 3}
+		o.cfg.HistoryOnJoin = 0
+	})
 	a1 := ts.dial("lobby", "user=ana", true)
 	a1.expect("ready")
 	a2 := ts.dial("lobby", "user=ana", true)
