@@ -458,6 +458,9 @@ func (s *Server) publish(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom"`)
 		return apiError(c, fiber.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API_KEY>")
 	}
+	if !utf8.Valid(c.Body()) { // json.Unmarshal would store U+FFFD in its place
+		return apiError(c, fiber.StatusBadRequest, codeBadUTF8, "the body is not valid UTF-8")
+	}
 	var body publishBody
 	if err := json.Unmarshal(c.Body(), &body); err != nil {
 		return apiError(c, fiber.StatusBadRequest, codeBadJSON, jsonProblem(err))
