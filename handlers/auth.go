@@ -183,7 +183,7 @@ func (s *Server) authenticate(c *fiber.Ctx) (bool, error) {
 	}
 	if aerr != nil {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom", error="invalid_token"`)
-		s.log.Info("token refused", "path", c.Path(), "code", aerr.code, "remote", c.IP())
+		s.log.Debug("token refused", "path", c.Path(), "code", aerr.code, "remote", c.IP())
 		return false, apiError(c, aerr.status, aerr.code, aerr.message)
 	}
 	c.Locals(claimsKey, claims)
