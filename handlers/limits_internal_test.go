@@ -54,3 +54,18 @@ func TestSessionLimitStateIsSmall(t *testing.T) {
 		t.Fatalf("bucket is %d bytes", size)
 	}
 }
+
+// BenchmarkAllowMessage is the cost the limits add to each message sent:
+// both buckets on, the user's under the shared lock.
+func BenchmarkAllowMessage(b *testing.B) {
+	g := newGuard(Limits{Rate: 1e9, Burst: 1 << 30, UserRate: 1e9, UserBurst: 1 << 30})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var conn bucket
+		for pb.Next() {
+			if r := g.allowMessage(&conn, "alice", ""); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+}
