@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -231,4 +232,33 @@ func (s *Server) authRead(c *fiber.Ctx) error {
 		return roomForbidden(c)
 	}
 	return c.Next()
+}
+
+// tokenDeadline is when the connection's token stops being honoured (its
+// exp plus the leeway), in Unix nanoseconds; 0 without authentication.
+func tokenDeadline(claims any) int64 {
+	c, ok := claims.(*Claims)
+	if !ok || c == nil || c.ExpiresAt == nil {
+		return 0
+	}
+	return c.ExpiresAt.Add(authLeeway).UnixNano()
+}
+
+// tokenExpired reports whether the session's token has run out, and then
+// closes the connection with 1008 "token expired": the client reconnects
+// with a fresh token. It is checked on each message and each ping, so an
+// expired token is dropped within a ping period without a timer of its own.
+func (s *session) tokenExpired() bool {
+	e := s.expires.Load()
+	if e == 0 || e > 0 && time.Now().UnixNano() < e {
+		return false
+	}
+	if !s.expires.CompareAndSwap(e, -1) { // closing already
+		return true
+	}
+	_ = s.withConn(func() error {
+		_ = s.sendClose(websocket.ClosePolicyViolation, "token expired")
+		return s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	})
+	return true
 }

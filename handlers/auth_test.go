@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/xroom/xroom/handlers"
@@ -327,5 +329,56 @@ func TestMintTokenRefusesWhatCannotWork(t *testing.T) {
 	}
 	if _, err := handlers.MintToken(testSecret, "alice", nil, 0, now); err == nil {
 		t.Error("a zero lifetime was accepted")
+	}
+}
+
+// A connection does not outlive its token: once exp (plus the leeway) has
+// passed, a send is refused and an idle connection is dropped at its next
+// ping, both with close 1008 "token expired", and nothing more is stored.
+func TestConnectionEndsWhenItsTokenExpires(t *testing.T) {
+	ts := startServer(t, withAuth, func(o *options) {
+		o.cfg.PingPeriod, o.cfg.PongWait = 200*time.Millisecond, 10*time.Second
+		o.cfg.HistoryOnJoin = 0
+	})
+	// Expired 24 s ago: the 30 s leeway leaves it valid for 6 s more.
+	soon := func(sub string) string {
+		now := time.Now()
+		return signed(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": sub, "exp": now.Add(-24 * time.Second).Unix()})
+	}
+	sender := ts.dial("lobby", "token="+soon("alice"), true)
+	sender.expect("ready")
+	idle := ts.dial("lobby", "token="+soon("bob"), true)
+	idle.expect("ready")
+	long := ts.dial("lobby", "token="+mint(t, "carol", nil, time.Hour), true)
+	long.expect("ready")
+
+	closeOf := func(c *client) (int, string) {
+		_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			_, _, err := c.conn.ReadMessage()
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code, ce.Text
+			}
+			if err != nil {
+				t.Fatalf("ended without a close frame: %v", err)
+			}
+		}
+	}
+	// The idle one is closed at a ping after expiry.
+	if code, text := closeOf(idle); code != websocket.ClosePolicyViolation || text != "token expired" {
+		t.Fatalf("idle: close %d %q, want 1008 token expired", code, text)
+	}
+	// By now alice's token has run out too: her send is not stored.
+	sender.send(`{"type":"message","message":"too late","client_id":"late"}`)
+	if code, _ := closeOf(sender); code != websocket.ClosePolicyViolation {
+		t.Fatalf("sender: close %d, want 1008", code)
+	}
+	if n := ts.rdb.XLen(context.Background(), ts.key("lobby")).Val(); n != 0 {
+		t.Fatalf("%d entries stored after the token expired", n)
+	}
+	// A connection with a valid token carries on.
+	long.send(`{"type":"message","message":"still here","client_id":"c1"}`)
+	for f := long.next(); f.Type != "ack"; f = long.next() {
 	}
 }

@@ -248,6 +248,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		sess.hasSince, sess.since = true, since
 	}
 	sess.epoch, _ = c.Locals("epoch").(string)
+	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
 	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
 
 	if !s.track(sess) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -51,7 +52,9 @@ type session struct {
 	hasSince bool
 	since    streams.ID
 	epoch    string // the epoch the client last saw, if any
-	rate     bucket // messages this connection may send (reader only)
+
+	rate    bucket       // messages this connection may send (reader only)
+	expires atomic.Int64 // when the token runs out (Unix ns); 0: no token, -1: ran out
 
 	sub     *streams.Subscription
 	control chan []byte
@@ -331,6 +334,9 @@ func (s *session) readLoop() {
 
 // handle stores one client frame, answering with an ack or an error frame.
 func (s *session) handle(data []byte) {
+	if s.tokenExpired() {
+		return
+	}
 	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
 	if bad != nil {
 		s.queueError(bad)
@@ -363,6 +369,9 @@ func (s *session) startPings() {
 }
 
 func (s *session) ping() {
+	if s.tokenExpired() {
+		return
+	}
 	err := s.withConn(func() error {
 		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.srv.cfg.WriteWait))
 	})
