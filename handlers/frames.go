@@ -59,6 +59,8 @@ type errorFrame struct {
 	Code     string `json:"code"`
 	Message  string `json:"message"`
 	ClientID string `json:"client_id,omitempty"`
+	// RetryAfterMs (rate_limited only) is when the refused message can be sent again.
+	RetryAfterMs int64 `json:"retry_after_ms,omitempty"`
 }
 
 func encode(v any) []byte {
@@ -88,6 +90,7 @@ type clientFrame struct {
 // refusal is a client frame refused with an error frame; the connection lives on.
 type refusal struct {
 	code, message, clientID string
+	retryAfterMs            int64 // rate_limited: when a resend can pass
 }
 
 func (r *refusal) Error() string { return r.code + ": " + r.message }

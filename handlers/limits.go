@@ -121,8 +121,9 @@ func (g *guard) allowMessage(conn *bucket, user, clientID string) *refusal {
 }
 
 func rateLimited(clientID, rule string, retry time.Duration) *refusal {
-	return &refusal{code: codeRateLimited, clientID: clientID,
-		message: fmt.Sprintf("too many messages: %s; this one was not stored, send it again in %d ms", rule, max(1, retry.Milliseconds()))}
+	ms := max(1, retry.Milliseconds())
+	return &refusal{code: codeRateLimited, clientID: clientID, retryAfterMs: ms,
+		message: fmt.Sprintf("too many messages: %s; this one was not stored, send it again in %d ms", rule, ms)}
 }
 
 const codeRateLimited = "rate_limited"

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -88,9 +89,24 @@ func TestRateLimitedCompatibleClientGetsAnErrorWithMessage(t *testing.T) {
 	if f := c.expect("message"); f.Message != "one" {
 		t.Fatalf("got %+v", f)
 	}
-	c.send(`{"message":"two"}`)
-	if f := c.expect("error"); f.Code != "rate_limited" || f.Message == "" {
-		t.Fatalf("got %+v, want rate_limited with a message", f)
+	c.send(`{"message":"two","client_id":"c2"}`)
+	// The refusal says, for programs too, when to send it again.
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, data, err := c.conn.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Type, Code, Message string
+		ClientID            string `json:"client_id"`
+		RetryAfterMs        int64  `json:"retry_after_ms"`
+	}
+	if json.Unmarshal(data, &f) != nil || f.Type != "error" || f.Code != "rate_limited" || f.Message == "" || f.ClientID != "c2" {
+		t.Fatalf("got %s, want rate_limited with a message and the client_id", data)
+	}
+	// One token per 1000 s: the wait is about that long.
+	if f.RetryAfterMs < 990_000 || f.RetryAfterMs > 1_000_000 {
+		t.Fatalf("retry_after_ms %d, want about 1000000", f.RetryAfterMs)
 	}
 }
 

@@ -304,7 +304,7 @@ func (s *session) queue(frame []byte) {
 }
 
 func (s *session) queueError(r *refusal) {
-	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID}))
+	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID, RetryAfterMs: r.retryAfterMs}))
 }
 
 // readLoop reads client frames until the connection ends.
