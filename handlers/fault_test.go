@@ -81,9 +81,20 @@ func TestFaultRedisStalled(t *testing.T) {
 	b := &tracker{client: ts.dial("stall", "user=b", true)}
 	a.expect("ready")
 	b.expect("ready")
-	acked := []string{a.sendAcked("before", "s-0")}
+	blasters := make([]*tracker, 4)
+	for i := range blasters {
+		blasters[i] = &tracker{client: ts.dial("stall", fmt.Sprintf("user=blaster%d", i), true)}
+		blasters[i].expect("ready")
+	}
+	acked := map[string]string{"s-0": a.sendAcked("before", "s-0")}
 
-	runtime.GC()
+	heapInUse := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	heapBefore := heapInUse()
 	before := runtime.NumGoroutine()
 	rs.Pause(t)
 	paused := true
@@ -97,7 +108,7 @@ func TestFaultRedisStalled(t *testing.T) {
 	// goroutine count stays flat however many sends have failed.
 	var failed []string
 	most := before
-	for i := 1; i <= 12; i++ {
+	for i := 1; i <= 6; i++ {
 		cid := fmt.Sprintf("s-%d", i)
 		start := time.Now()
 		a.send(fmt.Sprintf(`{"type":"message","message":"m%d","client_id":"%s"}`, i, cid))
@@ -116,34 +127,80 @@ func TestFaultRedisStalled(t *testing.T) {
 	if f := c.nextWithin(3*redisTimeout + 10*time.Second); f.Type != "error" || f.Code != "unavailable" {
 		t.Fatalf("join while stalled: %+v", f)
 	}
+	// Clients that send without waiting for replies: their frames wait in
+	// the socket (one at a time is handled), not in goroutines or memory.
+	const blasts = 10
+	for i, c := range blasters {
+		for j := range blasts {
+			c.send(fmt.Sprintf(`{"type":"message","message":"blast","client_id":"b%d-%d"}`, i, j))
+		}
+	}
+	mostHeap := heapBefore
+	for range 15 {
+		time.Sleep(100 * time.Millisecond)
+		most = max(most, runtime.NumGoroutine())
+		mostHeap = max(mostHeap, heapInUse())
+	}
+	t.Logf("while stalled: goroutines %d before, at most %d; heap %d KB before, at most %d KB", before, most, heapBefore>>10, mostHeap>>10)
 	if grew := most - before; grew > 20 {
 		t.Errorf("goroutines grew by %d while Redis was stalled (%d before)", grew, before)
+	}
+	if grew := int64(mostHeap) - int64(heapBefore); grew > 16<<20 {
+		t.Errorf("heap grew by %d KB while Redis was stalled", grew>>10)
 	}
 
 	rs.Resume(t)
 	paused = false
 	// A timed-out command may still run once Redis wakes: resending with the
 	// same client_id stores each message once and acks the stored ID.
-	for i, cid := range failed {
+	resend := func(c *tracker, cid string) {
 		for {
-			a.send(fmt.Sprintf(`{"type":"message","message":"m%d","client_id":"%s"}`, i+1, cid))
-			if f := a.reply(cid); f.Type == "ack" {
-				acked = append(acked, f.ID)
-				break
+			c.send(fmt.Sprintf(`{"type":"message","message":"again","client_id":"%s"}`, cid))
+			if f := c.reply(cid); f.Type == "ack" {
+				acked[cid] = f.ID
+				return
 			}
 			time.Sleep(100 * time.Millisecond) // still reconnecting
 		}
 	}
-	for _, c := range []*tracker{a, b} {
-		c.until(len(acked))
-		if !equal(c.seen, acked) {
-			t.Fatalf("a client got %v, want the acked %v", c.seen, acked)
+	for _, cid := range failed {
+		resend(a, cid)
+	}
+	for i, c := range blasters {
+		var refused []string // every blast is answered first, in order
+		for j := range blasts {
+			cid := fmt.Sprintf("b%d-%d", i, j)
+			if f := c.reply(cid); f.Type == "ack" {
+				acked[cid] = f.ID
+			} else {
+				refused = append(refused, cid)
+			}
+		}
+		for _, cid := range refused {
+			resend(c, cid)
 		}
 	}
-	// Nothing stored twice.
-	n, err := ts.rdb.XLen(context.Background(), ts.key("stall")).Result()
-	if err != nil || n != int64(len(acked)) {
-		t.Fatalf("stream holds %d entries (%v), want %d", n, err, len(acked))
+	// Each acked client_id is in the stream once, under its acked ID, and
+	// every client got the whole stream in order.
+	msgs, err := ts.rdb.XRange(context.Background(), ts.key("stall"), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := make([]string, len(msgs))
+	for i, m := range msgs {
+		stream[i] = m.ID
+		if cid := m.Values["client_id"]; acked[cid.(string)] != m.ID {
+			t.Errorf("%v stored as %s, acked as %q", cid, m.ID, acked[cid.(string)])
+		}
+	}
+	if len(stream) != len(acked) {
+		t.Fatalf("the stream holds %d entries, %d client_ids were acked", len(stream), len(acked))
+	}
+	for _, c := range append([]*tracker{a, b}, blasters...) {
+		c.until(len(stream))
+		if !equal(c.seen, stream) {
+			t.Fatalf("a client got %v, want the stream %v", c.seen, stream)
+		}
 	}
 	waitUntil(t, 10*time.Second, "goroutines back to normal", func() bool {
 		return runtime.NumGoroutine() <= before+5
