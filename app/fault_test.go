@@ -111,7 +111,7 @@ func (p *peer) read(d time.Duration) (fframe, error) {
 	case "message":
 		p.msgs = append(p.msgs, f)
 	case "gap":
-		if len(p.msgs) > 0 && p.msgs[len(p.msgs)-1].Type != "gap" && f.Reason == "reset" {
+		if f.Reason == "reset" {
 			p.msgs = nil // a new history: what came before is gone
 		}
 		p.gaps = append(p.gaps, f)
@@ -243,6 +243,70 @@ func checkAcked(t *testing.T, stream []fframe, acked map[string]string) {
 	}
 }
 
+// load is clients sending numbered messages in a loop, each until acked,
+// until stopped: the traffic the fault tests inject faults into.
+type load struct {
+	mu       sync.Mutex
+	acked    map[string]string // client_id -> acked ID
+	refused  int               // error frames before acks
+	wg       sync.WaitGroup
+	failures chan error
+	progress chan struct{} // one per ack
+	stop     chan struct{}
+}
+
+func newLoad() *load {
+	return &load{acked: map[string]string{}, failures: make(chan error, 100), progress: make(chan struct{}, 100000), stop: make(chan struct{})}
+}
+
+// send starts c sending; reconnect (may be nil) gives it a new connection
+// when its own breaks.
+func (l *load) send(c *peer, reconnect func() error) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			cid := fmt.Sprintf("%s-%d", c.user, i)
+			id, n, err := c.sendUntilAcked("text of "+cid, cid, reconnect)
+			if err != nil {
+				l.failures <- err
+				return
+			}
+			l.mu.Lock()
+			l.acked[cid] = id
+			l.refused += n
+			l.mu.Unlock()
+			l.progress <- struct{}{}
+		}
+	}()
+}
+
+// acks waits for n more acks (after those already counted).
+func (l *load) acks(n int) {
+	for len(l.progress) > 0 {
+		<-l.progress
+	}
+	for range n {
+		<-l.progress
+	}
+}
+
+// end stops the senders and fails t if any failed.
+func (l *load) end(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	close(l.failures)
+	for err := range l.failures {
+		t.Fatal(err)
+	}
+}
+
 // TestFaultRedisRestartedWithAOF: Redis (appendfsync always) is stopped and
 // started again while clients send in a loop. Sends are answered, with
 // `unavailable` errors while Redis is down, never left hanging; the server
@@ -260,61 +324,20 @@ func TestFaultRedisRestartedWithAOF(t *testing.T) {
 		}
 	}
 
-	var (
-		mu       sync.Mutex
-		acked    = map[string]string{}
-		refused  int
-		wg       sync.WaitGroup
-		failures = make(chan error, len(senders))
-		progress = make(chan struct{}, 100000)
-		stop     = make(chan struct{})
-	)
+	l := newLoad()
 	for _, s := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				cid := fmt.Sprintf("%s-%d", s.user, i)
-				id, n, err := s.sendUntilAcked("text of "+cid, cid, nil)
-				if err != nil {
-					failures <- err
-					return
-				}
-				mu.Lock()
-				acked[cid] = id
-				refused += n
-				mu.Unlock()
-				progress <- struct{}{}
-			}
-		}()
+		l.send(s, nil)
 	}
 	// Some traffic first, then Redis goes away for a while and comes back
 	// on the same port with its AOF.
-	for range 10 {
-		<-progress
-	}
+	l.acks(10)
 	rs.Stop(t)
 	// Longer than a send's Redis timeout (5 s), so sends fail while it lasts.
 	time.Sleep(6 * time.Second)
 	rs.Restart(t)
-	for len(progress) > 0 {
-		<-progress
-	}
-	for range 10 {
-		<-progress
-	}
-	close(stop)
-	wg.Wait()
-	close(failures)
-	for err := range failures {
-		t.Fatal(err)
-	}
-	if refused == 0 {
+	l.acks(10)
+	l.end(t)
+	if l.refused == 0 {
 		t.Errorf("no send was refused while Redis was down")
 	}
 	for _, s := range senders {
@@ -322,10 +345,10 @@ func TestFaultRedisRestartedWithAOF(t *testing.T) {
 			t.Errorf("%s waited %v for a reply", s.user, s.slowest)
 		}
 	}
-	t.Logf("%d sends refused with unavailable while Redis was down; slowest replies %v, %v", refused, senders[0].slowest, senders[1].slowest)
+	t.Logf("%d sends refused with unavailable while Redis was down; slowest replies %v, %v", l.refused, senders[0].slowest, senders[1].slowest)
 
 	stream := streamOf(t, rs, prefix, "aof")
-	checkAcked(t, stream, acked)
+	checkAcked(t, stream, l.acked)
 	for _, c := range append(senders, watcher) {
 		if err := c.drain(len(stream)); err != nil {
 			t.Fatal(err)
@@ -354,64 +377,22 @@ func TestFaultServerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var (
-		mu       sync.Mutex
-		acked    = map[string]string{}
-		wg       sync.WaitGroup
-		failures = make(chan error, 3)
-		progress = make(chan struct{}, 100000)
-		stop     = make(chan struct{})
-	)
+	l := newLoad()
 	reconnects := make([]int, len(onVictim))
-	send := func(c *peer, reconnect func() error) {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			cid := fmt.Sprintf("%s-%d", c.user, i)
-			id, _, err := c.sendUntilAcked("text of "+cid, cid, reconnect)
-			if err != nil {
-				failures <- err
-				return
-			}
-			mu.Lock()
-			acked[cid] = id
-			mu.Unlock()
-			progress <- struct{}{}
-		}
-	}
 	for i, c := range onVictim {
-		wg.Add(1)
-		go send(c, func() error {
+		l.send(c, func() error {
 			reconnects[i]++
 			return c.connect(survivor.base, true) // the load balancer's other instance
 		})
 	}
-	wg.Add(1)
-	go send(onSurvivor, nil)
-
-	for range 30 {
-		<-progress
-	}
+	l.send(onSurvivor, nil)
+	l.acks(30)
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	victim.wait(10 * time.Second)
-	for len(progress) > 0 {
-		<-progress
-	}
-	for range 30 {
-		<-progress
-	}
-	close(stop)
-	wg.Wait()
-	close(failures)
-	for err := range failures {
-		t.Fatal(err)
-	}
+	l.acks(30)
+	l.end(t)
 	for i, n := range reconnects {
 		if n != 1 {
 			t.Errorf("%s reconnected %d times, want once", onVictim[i].user, n)
@@ -419,7 +400,7 @@ func TestFaultServerKilled(t *testing.T) {
 	}
 
 	stream := streamOf(t, rs, prefix, "kill")
-	checkAcked(t, stream, acked)
+	checkAcked(t, stream, l.acked)
 	for _, c := range append(onVictim, onSurvivor) {
 		if err := c.drain(len(stream)); err != nil {
 			t.Fatal(err)

@@ -31,6 +31,15 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// liveHeap is the bytes of live heap objects, right after a collection
+// (HeapInuse would count half-empty spans too).
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
 // rawDial does the WebSocket handshake on a plain TCP connection and then
 // leaves it alone: it never reads (so never answers pings) unless the test does.
 func rawDial(t *testing.T, ts *testServer, room, query string, rcvBuf int) net.Conn {
@@ -88,13 +97,7 @@ func TestFaultRedisStalled(t *testing.T) {
 	}
 	acked := map[string]string{"s-0": a.sendAcked("before", "s-0")}
 
-	heapInUse := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	heapBefore := heapInUse()
+	heapBefore := liveHeap()
 	before := runtime.NumGoroutine()
 	rs.Pause(t)
 	paused := true
@@ -139,7 +142,7 @@ func TestFaultRedisStalled(t *testing.T) {
 	for range 15 {
 		time.Sleep(100 * time.Millisecond)
 		most = max(most, runtime.NumGoroutine())
-		mostHeap = max(mostHeap, heapInUse())
+		mostHeap = max(mostHeap, liveHeap())
 	}
 	t.Logf("while stalled: goroutines %d before, at most %d; heap %d KB before, at most %d KB", before, most, heapBefore>>10, mostHeap>>10)
 	if grew := most - before; grew > 20 {
@@ -355,13 +358,7 @@ func TestFaultNeverReadingClientIsBounded(t *testing.T) {
 	rawDial(t, ts, "flood", "user=stuck", 4096)
 	waitUntil(t, 10*time.Second, "both connected", func() bool { return ts.srv.Connections() == 2 })
 
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	base := heap()
+	base := liveHeap()
 	var early, peak uint64 // heap in the first quarter of the flood, and after it
 	text := strings.Repeat("x", msgSize)
 	want := make([]string, 0, total)
@@ -389,7 +386,7 @@ func TestFaultNeverReadingClientIsBounded(t *testing.T) {
 		}
 		want = append(want, id.String())
 		if i%1000 == 999 {
-			h := heap()
+			h := liveHeap()
 			if i < total/4 {
 				early = max(early, h)
 			} else {
@@ -399,11 +396,11 @@ func TestFaultNeverReadingClientIsBounded(t *testing.T) {
 	}
 	stuckToTheEnd := ts.srv.Connections() == 2
 	waitUntil(t, 20*time.Second, "the stuck client cut off", func() bool { return ts.srv.Connections() == 1 })
-	peak = max(peak, heap())
+	peak = max(peak, liveHeap())
 	if r := <-got; !equal(r, want) {
 		t.Fatalf("the reader got %d messages, want all %d in order", len(r), len(want))
 	}
-	t.Logf("heap in use: %d KB before, %d KB in the first quarter, peak %d KB after it, with 48 MB through the room (stuck client connected throughout: %v)",
+	t.Logf("live heap: %d KB before, %d KB in the first quarter, peak %d KB after it, with 48 MB through the room (stuck client connected throughout: %v)",
 		base>>10, early>>10, peak>>10, stuckToTheEnd)
 	// What the server holds is a few batches of entries (the ring and one
 	// tail read of 64, a catch-up read of 256, about 8 KB each), whatever the
