@@ -109,7 +109,11 @@ func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 		m.ClientID = *f.ClientID
 	}
 	if f.Type != nil && *f.Type != "message" {
-		return m, &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type), clientID: m.ClientID}
+		r := &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type)}
+		if ValidClientID(m.ClientID) { // an invalid one is not echoed, as for bad_client_id
+			r.clientID = m.ClientID
+		}
+		return m, r
 	}
 	if f.ClientID != nil && !ValidClientID(m.ClientID) {
 		return m, &refusal{code: codeBadClientID, message: "client_id is 1 to 64 characters from A-Z a-z 0-9 . _ -"}
