@@ -7,6 +7,7 @@ require (
 	github.com/fasthttp/websocket v1.5.8
 	github.com/gofiber/contrib/websocket v1.3.4
 	github.com/gofiber/fiber/v2 v2.52.15
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/joho/godotenv v1.5.1
 	// v9.23.0 opened connections beyond MaxActiveConns under a burst of joins
 	// (handlers TestManyConnectionsShareFewRedisConnections); v9.17.3 holds the cap.

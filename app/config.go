@@ -12,6 +12,8 @@ import (
 
 	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/handlers"
 )
 
 // config is everything xroom reads from the environment; .env.example lists it.
@@ -28,6 +30,8 @@ type config struct {
 	DedupWindow         time.Duration
 	APIKey              string
 	AllowedOrigins      []string
+	AuthSecret          string          // HS256 key of user tokens; never logged
+	Limits              handlers.Limits // rates, connections per address, replay size
 	TailBuffer          int
 	RedisPoolSize       int
 	ShutdownTimeout     time.Duration
@@ -141,6 +145,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PresenceMaxMembers:  int(r.integer("PRESENCE_MAX_MEMBERS", 1000, 1, 1000000)),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
 	}
+	c.AuthSecret = r.secret("AUTH_SECRET", handlers.MinSecretBytes)
+	c.Limits = handlers.Limits{
+		Rate:           r.number("RATE_LIMIT", 10, 1e6),
+		Burst:          int(r.integer("RATE_BURST", 20, 1, 1e6)),
+		UserRate:       r.number("USER_RATE_LIMIT", 20, 1e6),
+		UserBurst:      int(r.integer("USER_RATE_BURST", 40, 1, 1e6)),
+		MaxConnsPerIP:  int(r.integer("MAX_CONNS_PER_IP", 256, 0, 1e7)),
+		TrustedProxies: r.prefixes("TRUSTED_PROXIES"),
+		MaxReplay:      int(r.integer("MAX_REPLAY", 100000, 0, 1<<40)),
+	}
 	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))
 	for _, o := range strings.Split(r.str("ALLOWED_ORIGINS", ""), ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -164,7 +178,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.RedisURL != "" && r.err == nil {
 		if _, err := c.redisOptions(); err != nil {
-			r.fail("REDIS_URL", c.RedisURL, err.Error())
+			r.fail("REDIS_URL", hidePasswords(c.RedisURL, c.RedisURL), hidePasswords(err.Error(), c.RedisURL))
 		}
 	}
 	if c.RedisURL == "" && c.RedisSentinelMaster != "" {

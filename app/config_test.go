@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/handlers"
 )
 
 // envMap is a getenv over a map.
@@ -42,6 +45,7 @@ func TestConfigDefaults(t *testing.T) {
 		PresenceMaxMembers: 1000,
 		LogLevel:           slog.LevelInfo,
 		LogFormat:          "text",
+		Limits:             handlers.Limits{Rate: 10, Burst: 20, UserRate: 20, UserBurst: 40, MaxConnsPerIP: 256, MaxReplay: 100000},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -70,6 +74,14 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"PRESENCE_MAX_MEMBERS":  "200",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
+		"AUTH_SECRET":           "0123456789abcdef0123456789abcdef",
+		"RATE_LIMIT":            "2.5",
+		"RATE_BURST":            "5",
+		"USER_RATE_LIMIT":       "0",
+		"USER_RATE_BURST":       "9",
+		"MAX_CONNS_PER_IP":      "0",
+		"TRUSTED_PROXIES":       "10.0.0.0/8, 127.0.0.1,::1",
+		"MAX_REPLAY":            "500",
 	}
 	c, err := loadConfig(envMap(env))
 	if err != nil {
@@ -96,6 +108,9 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		PresenceMaxMembers:  200,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
+		AuthSecret:          "0123456789abcdef0123456789abcdef",
+		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxReplay: 500,
+			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("config:\n got %+v\nwant %+v", c, want)
@@ -163,6 +178,16 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"REDIS_URL": "redis://localhost:6379/notadb"}, "REDIS_URL"},
 		{map[string]string{"REDIS_URL": " , "}, "REDIS_URL"},
 		{map[string]string{"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINEL_MASTER"},
+		{map[string]string{"RATE_LIMIT": "-1"}, "RATE_LIMIT"},
+		{map[string]string{"RATE_LIMIT": "fast"}, "RATE_LIMIT"},
+		{map[string]string{"RATE_LIMIT": "NaN"}, "RATE_LIMIT"},
+		{map[string]string{"RATE_BURST": "0"}, "RATE_BURST"},
+		{map[string]string{"USER_RATE_LIMIT": "1e9"}, "USER_RATE_LIMIT"},
+		{map[string]string{"USER_RATE_BURST": "-3"}, "USER_RATE_BURST"},
+		{map[string]string{"MAX_CONNS_PER_IP": "-1"}, "MAX_CONNS_PER_IP"},
+		{map[string]string{"MAX_REPLAY": "lots"}, "MAX_REPLAY"},
+		{map[string]string{"TRUSTED_PROXIES": "proxy.local"}, "TRUSTED_PROXIES"},
+		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
 	} {
 		_, err := loadConfig(envMap(tc.env))
 		if err == nil {
@@ -380,7 +405,7 @@ func configVars(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?:r\.(?:str|integer|duration|boolean)|getenv)\("([A-Z][A-Z0-9_]*)"`)
+	re := regexp.MustCompile(`(?:r\.[a-z]+|getenv)\("([A-Z][A-Z0-9_]*)"`)
 	seen := map[string]bool{}
 	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
 		seen[m[1]] = true

@@ -21,6 +21,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" { // xroom token -sub NAME: a development token
+		os.Exit(tokenCommand(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
@@ -79,6 +82,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		APIKey:          cfg.APIKey,
 		AllowedOrigins:  cfg.AllowedOrigins,
+		AuthSecret:      []byte(cfg.AuthSecret),
+		Limits:          cfg.Limits,
 		Static:          static.Files,
 		Logger:          log,
 		// The server's presence heartbeat runs until srv.Shutdown, which
@@ -95,7 +100,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		hub.Close()
 		return fmt.Errorf("listen on ADDR=%s: %w", cfg.Addr, err)
 	}
-	log.Info("xroom is serving", "url", "http://"+displayAddr(ln.Addr()), "prefix", cfg.Prefix)
+	log.Info("xroom is serving", "url", "http://"+displayAddr(ln.Addr()), "prefix", cfg.Prefix, "auth", cfg.AuthSecret != "")
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
 

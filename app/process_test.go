@@ -71,7 +71,7 @@ func startProc(t *testing.T, env map[string]string) *proc {
 	p.cmd = exec.Command(bin)
 	p.cmd.Dir = t.TempDir() // no .env here
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
+	for k, v := range withoutRateLimits(env) {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.errOut

@@ -85,7 +85,7 @@ func baseEnv(t testing.TB, extra map[string]string) map[string]string {
 	for k, v := range extra {
 		env[k] = v
 	}
-	return env
+	return withoutRateLimits(env)
 }
 
 // running is run() in a goroutine.

@@ -59,6 +59,8 @@ type errorFrame struct {
 	Code     string `json:"code"`
 	Message  string `json:"message"`
 	ClientID string `json:"client_id,omitempty"`
+	// RetryAfterMs (rate_limited only) is when the refused message can be sent again.
+	RetryAfterMs int64 `json:"retry_after_ms,omitempty"`
 }
 
 func encode(v any) []byte {
@@ -88,6 +90,7 @@ type clientFrame struct {
 // refusal is a client frame refused with an error frame; the connection lives on.
 type refusal struct {
 	code, message, clientID string
+	retryAfterMs            int64 // rate_limited: when a resend can pass
 }
 
 func (r *refusal) Error() string { return r.code + ": " + r.message }
@@ -109,7 +112,11 @@ func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 		return m, typingFrame // presence.go
 	}
 	if f.Type != nil && *f.Type != "message" {
-		return m, &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type), clientID: m.ClientID}
+		r := &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type)}
+		if ValidClientID(m.ClientID) { // an invalid one is not echoed, as for bad_client_id
+			r.clientID = m.ClientID
+		}
+		return m, r
 	}
 	if f.ClientID != nil && !ValidClientID(m.ClientID) {
 		return m, &refusal{code: codeBadClientID, message: "client_id is 1 to 64 characters from A-Z a-z 0-9 . _ -"}

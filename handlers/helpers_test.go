@@ -77,7 +77,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	}
 	o.hub.Logger = quietLogger()
 	ts.hub = streams.NewHub(ts.store, mk(ts.name+"-tail", 1000), o.hub)
-	o.cfg.Logger = quietLogger()
+	if o.cfg.Logger == nil {
+		o.cfg.Logger = quietLogger()
+	}
 	ts.srv = handlers.New(ts.hub, o.cfg)
 	app := ts.srv.App()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

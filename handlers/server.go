@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -35,6 +36,8 @@ type Config struct {
 	MaxMessageBytes int      // longest message, in bytes
 	APIKey          string   // bearer key for POST /api/rooms/{room}/messages; empty disables it
 	AllowedOrigins  []string // browser origins allowed to open WebSockets besides the server's own; "*" allows any
+	AuthSecret      []byte   // HS256 key of user tokens (AUTH_SECRET); empty: no authentication (see auth.go)
+	Limits          Limits   // rates, connections per address, replay size (see limits.go)
 	Static          fs.FS    // the browser client, served at /
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
@@ -42,6 +45,8 @@ type Config struct {
 	// PresenceTTL, PresenceHeartbeat and PresenceMaxMembers: see streams.PresenceOptions (0 = defaults).
 	PresenceTTL, PresenceHeartbeat time.Duration
 	PresenceMaxMembers             int
+	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
+	WriteWait, RedisTimeout time.Duration
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -50,6 +55,8 @@ type Server struct {
 	presence *streams.Presence // its heartbeat runs from New to Shutdown
 	cfg      Config
 	log      *slog.Logger
+
+	guard *guard // limits across connections
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -68,11 +75,17 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PongWait <= 0 {
 		cfg.PongWait = pongWait
 	}
+	if cfg.WriteWait <= 0 {
+		cfg.WriteWait = writeWait
+	}
+	if cfg.RedisTimeout <= 0 {
+		cfg.RedisTimeout = redisTimeout
+	}
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
 	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
-	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
+	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, guard: newGuard(cfg.Limits)}
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -90,14 +103,15 @@ func (s *Server) App() *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
 	})
+	app.Use(securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
 
 	api := app.Group("/api")
-	api.Get("/rooms", s.listRooms)
-	api.Get("/rooms/:room/messages", s.validRoom, s.history)
+	api.Get("/rooms", s.authRead, s.listRooms)
+	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
-	api.Get("/rooms/:room/presence", s.validRoom, s.presenceAPI)
+	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
@@ -145,6 +159,9 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 	if !s.originAllowed(c) {
 		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
 	}
+	if ok, err := s.checkIP(c); !ok {
+		return err
+	}
 	args := c.Context().QueryArgs()
 	if args.Has("since") {
 		since, err := streams.ParseID(string(args.Peek("since")))
@@ -161,6 +178,9 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 		}
 	}
 	c.Locals("user", user)
+	if ok, err := s.authWS(c); !ok {
+		return err
+	}
 	if args.Has("epoch") {
 		epoch := string(args.Peek("epoch"))
 		if !validEpoch(epoch) {
@@ -234,6 +254,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		sess.hasSince, sess.since = true, since
 	}
 	sess.epoch, _ = c.Locals("epoch").(string)
+	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
 	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
 
 	if !s.track(sess) {
@@ -241,8 +262,13 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		return
 	}
 	defer s.untrack(sess)
+	release, ok := s.admitIP(sess, c.Locals(ipKey).(netip.Addr))
+	if !ok {
+		return
+	}
+	defer release()
 
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
 	cancel()
 	if err != nil {
@@ -354,15 +380,17 @@ func (s *Server) listRooms(c *fiber.Ctx) error {
 	if limit == 0 {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	rooms, err := s.hub.Store().Rooms(ctx, limit)
 	if err != nil {
 		return s.unavailable(c, err)
 	}
-	out := make([]roomJSON, len(rooms))
-	for i, r := range rooms {
-		out[i] = roomJSON{Room: r.Name, LastID: r.LastID.String(), LastActivity: r.LastActivity.UnixMilli()}
+	out := make([]roomJSON, 0, len(rooms))
+	for _, r := range rooms {
+		if s.roomAllowed(c, r.Name) { // a token sees only the rooms it opens
+			out = append(out, roomJSON{Room: r.Name, LastID: r.LastID.String(), LastActivity: r.LastActivity.UnixMilli()})
+		}
 	}
 	return c.JSON(fiber.Map{"rooms": out})
 }
@@ -387,7 +415,7 @@ func (s *Server) history(c *fiber.Ctx) error {
 		id, err := streams.ParseID(string(args.Peek(name)))
 		return id, err == nil
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	store := s.hub.Store()
 	var entries []streams.Entry
@@ -441,6 +469,9 @@ func (s *Server) publish(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom"`)
 		return apiError(c, fiber.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API_KEY>")
 	}
+	if !utf8.Valid(c.Body()) { // json.Unmarshal would store U+FFFD in its place
+		return apiError(c, fiber.StatusBadRequest, codeBadUTF8, "the body is not valid UTF-8")
+	}
 	var body publishBody
 	if err := json.Unmarshal(c.Body(), &body); err != nil {
 		return apiError(c, fiber.StatusBadRequest, codeBadJSON, jsonProblem(err))
@@ -466,7 +497,7 @@ func (s *Server) publish(c *fiber.Ctx) error {
 		}
 		m.ClientID = *body.ClientID
 	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	id, dup, err := s.hub.Store().Append(ctx, c.Params("room"), m)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -51,6 +52,9 @@ type session struct {
 	hasSince bool
 	since    streams.ID
 	epoch    string // the epoch the client last saw, if any
+
+	rate    bucket       // messages this connection may send (reader only)
+	expires atomic.Int64 // when the token runs out (Unix ns); 0: no token, -1: ran out
 
 	sub     *streams.Subscription
 	control chan []byte
@@ -132,7 +136,7 @@ func (s *session) writeLoop() {
 // another pass is due right away.
 func (s *session) writePass() (more bool, err error) {
 	if !s.joined {
-		ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 		err := s.join(ctx)
 		cancel()
 		if err != nil {
@@ -194,6 +198,7 @@ func (s *session) join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.sub.Epoch(epoch) // drops entries Redis no longer has, after a reset
 	clientEpoch := s.epoch
 	s.epoch = epoch
 	if clientEpoch != "" && clientEpoch != epoch {
@@ -203,21 +208,26 @@ func (s *session) join(ctx context.Context) error {
 			return err
 		}
 		s.hasSince, s.since = true, streams.Zero
-		return s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()})
+		if err := s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()}); err != nil {
+			return err
+		}
+		return s.limitReplay(ctx)
 	}
 	if s.hasSince {
 		s.cursor = s.since
 		if s.since.IsZero() {
-			return nil
+			return s.limitReplay(ctx)
 		}
 		gap, oldest, err := store.Gap(ctx, s.room, s.since)
 		if err != nil {
 			return err
 		}
 		if gap {
-			return s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()})
+			if err := s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()}); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.limitReplay(ctx)
 	}
 	n := s.srv.cfg.HistoryOnJoin
 	if n == 0 {
@@ -279,9 +289,10 @@ func (s *session) send(v any) error {
 func (s *session) writeText(b []byte) error {
 	// The deadline bounds each write, not a whole pass: a client on a slow
 	// link that keeps reading is never cut off. Refreshing it costs a timer
-	// update, so it is done once a second at most.
-	if now := time.Now(); now.Sub(s.deadlineSet) > time.Second {
-		if err := s.conn.SetWriteDeadline(now.Add(writeWait)); err != nil {
+	// update, so it is done once a second (a tenth of the wait) at most.
+	wait := s.srv.cfg.WriteWait
+	if now := time.Now(); now.Sub(s.deadlineSet) > min(time.Second, wait/10) {
+		if err := s.conn.SetWriteDeadline(now.Add(wait)); err != nil {
 			return writeError{err}
 		}
 		s.deadlineSet = now
@@ -308,7 +319,7 @@ func (s *session) queue(frame []byte) {
 }
 
 func (s *session) queueError(r *refusal) {
-	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID}))
+	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID, RetryAfterMs: r.retryAfterMs}))
 }
 
 // readLoop reads client frames until the connection ends.
@@ -338,6 +349,9 @@ func (s *session) readLoop() {
 
 // handle stores one client frame, answering with an ack or an error frame.
 func (s *session) handle(data []byte) {
+	if s.tokenExpired() {
+		return
+	}
 	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
 	if bad == typingFrame {
 		s.typing()
@@ -347,8 +361,12 @@ func (s *session) handle(data []byte) {
 		s.queueError(bad)
 		return
 	}
+	if r := s.srv.guard.allowMessage(&s.rate, s.user, m.ClientID); r != nil {
+		s.queueError(r)
+		return
+	}
 	m.User = s.user
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
 	id, dup, err := s.srv.hub.Store().Append(ctx, s.room, m)
 	cancel()
 	if err != nil {
@@ -370,8 +388,11 @@ func (s *session) startPings() {
 }
 
 func (s *session) ping() {
+	if s.tokenExpired() {
+		return
+	}
 	err := s.withConn(func() error {
-		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.srv.cfg.WriteWait))
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()

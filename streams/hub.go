@@ -137,6 +137,9 @@ type tailedRoom struct {
 	head  ID
 
 	events eventRing // presence events, read by the same XREAD (events.go)
+	// epoch is the incarnation of the room's history the ring belongs to,
+	// as the last subscriber to look found it in Redis (see Subscription.Epoch).
+	epoch string
 }
 
 // Subscription is one subscriber's view of a room.
@@ -193,6 +196,22 @@ func (s *Subscription) Close() {
 			return
 		}
 	}
+}
+
+// Epoch tells the room's tail which incarnation of the room's history the
+// caller found in Redis (Store.Epoch). When it differs from the one seen
+// before, Redis lost the room (FLUSHALL, a restart without persistence):
+// the entries in memory are gone from Redis, so they are dropped and
+// subscribers behind the tail read what Redis holds now.
+func (s *Subscription) Epoch(epoch string) {
+	r := s.room
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.epoch != "" && r.epoch != epoch {
+		clear(r.ring)
+		r.start, r.n, r.base = 0, 0, r.head
+	}
+	r.epoch = epoch
 }
 
 // Head is the newest ID the room's tail has read: a point up to which the
