@@ -265,7 +265,8 @@ func (l *load) warnings(res *result) {
 			res.warn("publishers sent %.0f msgs/s, below the fixed rate %.0f: the bench or the server could not keep up", got, want)
 		}
 		if res.SendLateness != nil && res.SendLateness.P99 > 5 {
-			res.warn("fixed-rate sends were late by up to %.1f ms (p99 %.1f ms): the bench is short of CPU", res.SendLateness.Max, res.SendLateness.P99)
+			res.warn("fixed-rate sends left late against their schedule by up to %.1f ms (p99 %.1f ms): the bench did not get a CPU in time (load average %s); latencies include such stalls of the whole machine",
+				res.SendLateness.Max, res.SendLateness.P99, loadAvg())
 		}
 	}
 }

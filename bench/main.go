@@ -41,6 +41,7 @@ var scenarios = []scenario{
 	{"rooms", "K rooms × M members, the first member of each publishing, fixed total rate", rooms},
 	{"replay", "a history of H entries (seeded straight into Redis) replayed to new clients with since=0", replay},
 	{"idle", "N idle connections: the server's RSS per connection", idle},
+	{"commands", "fanout at each subscriber count of -subs-list, same rate: Redis commands per message must stay constant", commands},
 	{"ingest", "S senders over R rooms in closed loop: acknowledged sends per second", ingest},
 }
 
@@ -83,19 +84,20 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&outFile, "out", "", "also write the JSON result to this file")
 
 	fs.IntVar(&f.subs, "subs", 100, "fanout: subscribers")
-	fs.IntVar(&f.pubs, "pubs", 10, "fanout: publishers")
-	fs.Float64Var(&f.rate, "rate", -1, "total messages/s over all publishers; 0: closed loop (default: fanout 1000, rooms 2000)")
+	fs.IntVar(&f.pubs, "pubs", 10, "fanout: publishers (commands: default 1)")
+	fs.Float64Var(&f.rate, "rate", -1, "total messages/s over all publishers; 0: closed loop (default: fanout 1000, rooms 2000, commands 100)")
 	fs.IntVar(&f.rooms, "rooms", 0, "rooms: rooms (default 100); ingest: rooms (default 50)")
 	fs.IntVar(&f.members, "members", 10, "rooms: members per room")
 	fs.IntVar(&f.senders, "senders", 50, "ingest: senders")
 	fs.IntVar(&f.entries, "entries", 100000, "replay: history entries")
 	fs.IntVar(&f.repeat, "repeat", 3, "replay: new clients replaying it, one after another")
+	fs.StringVar(&f.subsList, "subs-list", "10,100,1000", "commands: subscriber counts to compare")
 	fs.IntVar(&f.conns, "conns", 10000, "idle: connections")
 	fs.DurationVar(&f.hold, "hold", idleSettle, "idle: how long connections stay idle before RSS is read")
 	fs.Float64Var(&f.wantKB, "want-kb", 0, "idle: target server RSS per connection at most this many KB")
 	fs.DurationVar(&f.wantP99, "want-p99", 0, "target: p99 latency at most this")
 	fs.Float64Var(&f.wantRate, "want-rate", 0, "target: the scenario's rate (deliveries/s, acked sends/s, entries/s) at least this")
-	fs.Float64Var(&f.baseline, "baseline", 0, "ingest: the same-run redis-benchmark XADD -c 50 requests/s")
+	fs.Float64Var(&f.baseline, "baseline", 0, "ingest, fanout: the same-run redis-benchmark XADD -c 50 requests/s, for ratios")
 	fs.Float64Var(&f.wantRatio, "want-ratio", 0.8, "ingest: target acked sends/s as a fraction of -baseline")
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
@@ -130,7 +132,9 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench %s: unexpected arguments %q\n", name, fs.Args())
 		return exitSetup
 	}
-	defaults(name, &f)
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	defaults(name, &f, set)
 
 	if _, err := raiseFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "bench: warning:", err)
@@ -156,6 +160,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		res = &result{Scenario: name}
 	}
 	res.Label, res.Started = o.label, started
+	res.CPU.Load = loadAvg()
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}
@@ -183,7 +188,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 }
 
 // defaults fills the flags whose default depends on the scenario.
-func defaults(name string, f *scenarioFlags) {
+func defaults(name string, f *scenarioFlags, set map[string]bool) {
 	if f.rate < 0 {
 		switch name {
 		case "rooms":
@@ -191,6 +196,12 @@ func defaults(name string, f *scenarioFlags) {
 		default:
 			f.rate = 1000
 		}
+	}
+	if name == "commands" && !set["rate"] {
+		f.rate = 100
+	}
+	if name == "commands" && !set["pubs"] {
+		f.pubs = 1
 	}
 	if f.rooms == 0 {
 		switch name {

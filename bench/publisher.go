@@ -111,6 +111,8 @@ func (p *publisher) loop(ctx context.Context, stopAt int64, drain time.Duration)
 		return nil
 	}
 	interval := float64(time.Second) / p.rate
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	start := mono()
 	for seq := int64(0); ; seq++ {
 		due := start + int64(float64(seq)*interval)
@@ -118,8 +120,9 @@ func (p *publisher) loop(ctx context.Context, stopAt int64, drain time.Duration)
 			break
 		}
 		if d := due - mono(); d > 0 {
+			timer.Reset(time.Duration(d))
 			select {
-			case <-time.After(time.Duration(d)):
+			case <-timer.C:
 			case <-ctx.Done():
 				return ctx.Err()
 			}

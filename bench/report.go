@@ -72,6 +72,7 @@ type cpuReport struct {
 	Server float64 `json:"server_cores,omitempty"` // the xroom server (-pid or found by port); -1 unknown
 	Redis  float64 `json:"redis_cores,omitempty"`  // from INFO cpu, with -redis
 	Cores  int     `json:"machine_cores"`
+	Load   string  `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
 }
 
 // check is one target: what it wants, what was measured, whether it holds.
@@ -205,7 +206,7 @@ func (r *result) printText(w io.Writer) {
 	if r.CPU.Redis > 0 {
 		cpu += fmt.Sprintf(", redis %.2f", r.CPU.Redis)
 	}
-	fmt.Fprintf(w, "%s (machine: %d cores)\n", cpu, r.CPU.Cores)
+	fmt.Fprintf(w, "%s (machine: %d cores, load average %s)\n", cpu, r.CPU.Cores, r.CPU.Load)
 	for _, c := range r.Checks {
 		mark := "PASS"
 		if !c.Pass {

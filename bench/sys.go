@@ -150,3 +150,16 @@ func (m cpuMeter) cores() float64 {
 	}
 	return float64(c-m.cpu) / float64(wall)
 }
+
+// loadAvg is the 1, 5 and 15 minute load averages, for context in warnings.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
