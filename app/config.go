@@ -33,6 +33,7 @@ type config struct {
 	ShutdownTimeout     time.Duration
 	LogLevel            slog.Level
 	LogFormat           string
+	PprofAddr           string
 }
 
 // withDotEnv returns a getenv that falls back to the .env file (ENV_FILE,
@@ -134,6 +135,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RedisPoolSize:       int(r.integer("REDIS_POOL_SIZE", int64(10*runtime.GOMAXPROCS(0)), 1, 10000)),
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
+		PprofAddr:           r.str("PPROF_ADDR", ""),
 	}
 	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))
 	for _, o := range strings.Split(r.str("ALLOWED_ORIGINS", ""), ",") {
@@ -149,6 +151,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(r.str("LOG_LEVEL", "info"))); err != nil {
 		r.fail("LOG_LEVEL", r.str("LOG_LEVEL", ""), "want debug, info, warn or error")
+	}
+	if c.PprofAddr != "" {
+		if err := checkPprofAddr(c.PprofAddr); err != nil {
+			r.fail("PPROF_ADDR", c.PprofAddr, err.Error())
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		r.fail("LOG_FORMAT", c.LogFormat, "want text or json")

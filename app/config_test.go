@@ -64,6 +64,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"SHUTDOWN_TIMEOUT":      "3s",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
+		"PPROF_ADDR":            "127.0.0.1:6060",
 	}
 	c, err := loadConfig(envMap(env))
 	if err != nil {
@@ -87,6 +88,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		ShutdownTimeout:     3 * time.Second,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
+		PprofAddr:           "127.0.0.1:6060",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("config:\n got %+v\nwant %+v", c, want)
@@ -139,6 +141,9 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"SHUTDOWN_TIMEOUT": "-1s"}, "SHUTDOWN_TIMEOUT"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"PPROF_ADDR": ":6060"}, "PPROF_ADDR"}, // every interface: not loopback
+		{map[string]string{"PPROF_ADDR": "10.0.0.1:6060"}, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR"},
 		{map[string]string{"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"},
 		{map[string]string{"CHAT_PREFIX": "chat{x}"}, "CHAT_PREFIX"},
 		{map[string]string{"CHAT_PREFIX": "my chat"}, "CHAT_PREFIX"},

@@ -72,6 +72,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("Redis does not answer yet", "err", err)
 	}
 
+	metrics := newMetrics(rdb, blocking)
+	if cfg.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, Buffer: cfg.TailBuffer, Logger: log})
 	srv := handlers.New(hub, handlers.Config{
@@ -81,6 +90,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		AllowedOrigins:  cfg.AllowedOrigins,
 		Static:          static.Files,
 		Logger:          log,
+		Metrics:         metrics,
 	})
 	app := srv.App()
 

@@ -21,6 +21,7 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xroom/xroom/streams"
 )
@@ -39,6 +40,9 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
+	// Metrics, when set, gets the server's and the hub's metrics registered
+	// and is served at GET /metrics.
+	Metrics *prometheus.Registry
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -51,6 +55,7 @@ type Server struct {
 	sessions map[*session]struct{}
 	stopping bool
 	running  sync.WaitGroup
+	stats    *serverStats
 }
 
 // New returns a Server that reads and writes rooms through hub.
@@ -67,7 +72,11 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	return &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}}
+	s := &Server{hub: hub, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, stats: newServerStats()}
+	if cfg.Metrics != nil {
+		s.registerMetrics(cfg.Metrics)
+	}
+	return s
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -87,6 +96,9 @@ func (s *Server) App() *fiber.App {
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		app.Get("/metrics", metricsHandler(s.cfg.Metrics))
+	}
 
 	api := app.Group("/api")
 	api.Get("/rooms", s.listRooms)
@@ -230,8 +242,9 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.epoch, _ = c.Locals("epoch").(string)
 	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
 
+	sess.wire.conn = rawConn(c.Conn)
 	if !s.track(sess) {
-		_ = sess.sendClose(websocket.CloseGoingAway, "server shutting down")
+		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
 		return
 	}
 	defer s.untrack(sess)
@@ -240,7 +253,8 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
 	cancel()
 	if err != nil {
-		sess.giveUp("the room is unavailable right now; reconnect to try again", err)
+		sess.log.Warn("cannot serve the room", "err", err)
+		sess.refuse(websocket.CloseTryAgainLater, "redis unavailable", "the room is unavailable right now; reconnect to try again")
 		return
 	}
 	sess.sub = sub
@@ -261,6 +275,7 @@ func (s *Server) track(sess *session) bool {
 		return false
 	}
 	s.sessions[sess] = struct{}{}
+	s.opened(sess)
 	s.running.Add(1)
 	return true
 }
@@ -268,6 +283,7 @@ func (s *Server) track(sess *session) bool {
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	s.closed(sess)
 	s.mu.Unlock()
 	s.running.Done()
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -73,6 +74,8 @@ type Store struct {
 	keys   Keys
 	maxLen int64
 	dedup  time.Duration
+	// appended counts the messages stored, for metrics.
+	appended atomic.Int64
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
@@ -151,6 +154,9 @@ func (s *Store) Append(ctx context.Context, room string, m Message) (id ID, dupl
 	id, err = ParseID(raw)
 	if err != nil {
 		return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	if !duplicate {
+		s.appended.Add(1)
 	}
 	return id, duplicate, nil
 }
