@@ -63,6 +63,7 @@ type client struct {
 	ws    *websocket.Conn
 	tr    *tracker   // nil: messages are read and dropped
 	pub   *publisher // nil: never sends
+	idle  bool       // small buffers
 	ready chan struct{}
 	done  chan struct{} // closed when the reader has ended
 	err   error         // why the reader ended, readable after done
@@ -91,9 +92,21 @@ var dialer = websocket.Dialer{
 	NetDialContext:   (&net.Dialer{Timeout: handshakeTimeout}).DialContext,
 }
 
+// idleDialer has small buffers: idle connections receive nearly nothing,
+// and ten thousand of them should not make the bench itself heavy.
+var idleDialer = func() websocket.Dialer {
+	d := dialer
+	d.ReadBufferSize, d.WriteBufferSize = 1024, 1024
+	return d
+}()
+
 // dial opens c's connection and starts its reader.
 func (c *client) dial(ctx context.Context, q url.Values) error {
-	ws, resp, err := dialer.DialContext(ctx, wsURL(c.run.server, c.room, q), nil)
+	d := &dialer
+	if c.idle {
+		d = &idleDialer
+	}
+	ws, resp, err := d.DialContext(ctx, wsURL(c.run.server, c.room, q), nil)
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

@@ -38,7 +38,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 	}
 	clients := make([]*client, f.conns)
 	for i := range clients {
-		clients[i] = &client{run: r, num: i, room: r.roomName(i % max(1, f.rooms))}
+		clients[i] = &client{run: r, num: i, room: r.roomName(i % max(1, f.rooms)), idle: true}
 	}
 	self := startCPU("self")
 	start := time.Now()

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -63,7 +64,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	var o options
 	var f scenarioFlags
 	var jsonOut bool
-	var outFile string
+	var outFile, cpuProfile string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.server, "server", "127.0.0.1:8080", "xroom server host:port")
@@ -82,6 +83,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.label, "label", "", "name of this run in the output and the table")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON instead of text")
 	fs.StringVar(&outFile, "out", "", "also write the JSON result to this file")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this file")
 
 	fs.IntVar(&f.subs, "subs", 100, "fanout: subscribers")
 	fs.IntVar(&f.pubs, "pubs", 10, "fanout: publishers (commands: default 1)")
@@ -152,6 +154,17 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		return exitSetup
 	}
 
+	if cpuProfile != "" {
+		pf, err := os.Create(cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(pf)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "bench: -cpuprofile:", err)
+			return exitSetup
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	started := time.Now()

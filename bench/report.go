@@ -260,7 +260,10 @@ func printTable(w io.Writer, files []string) error {
 			measured = append(measured, fmt.Sprintf("loss %d dup %d reorder %d", r.Loss, r.Duplicates, r.Reordered+r.IDRegressions))
 		}
 		verdict := "pass"
-		if !r.passed() {
+		switch {
+		case r.Scenario == "baseline":
+			verdict = "baseline"
+		case !r.passed():
 			verdict = "**FAIL**"
 		}
 		if len(r.Warnings) > 0 {
