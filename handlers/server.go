@@ -56,6 +56,8 @@ type Server struct {
 	stopping bool
 	running  sync.WaitGroup
 	stats    *serverStats
+	// gorillaBuffers backs gorilla's rare own writes (see App).
+	gorillaBuffers sync.Pool
 }
 
 // New returns a Server that reads and writes rooms through hub.
@@ -93,6 +95,9 @@ func (s *Server) App() *fiber.App {
 		ErrorHandler:          s.errorHandler,
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
+		// Release fasthttp's read buffer before a WebSocket upgrade: a
+		// hijacked connection would otherwise keep it for its lifetime.
+		ReduceMemoryUsage: true,
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
@@ -109,6 +114,9 @@ func (s *Server) App() *fiber.App {
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
+		// Writes go through session.wire; gorilla writes only a protocol
+		// error's close frame, so it borrows a buffer instead of owning one.
+		WriteBufferPool: &s.gorillaBuffers,
 	}))
 	if s.cfg.Static != nil {
 		app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(s.cfg.Static), Index: "index.html"}))
@@ -232,7 +240,6 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		user:    c.Locals("user").(string),
 		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
-		buf:     make([]*streams.Entry, 0, batchSize),
 	}
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()

@@ -75,7 +75,6 @@ type session struct {
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
 	cursor  streams.ID // the newest entry this connection has passed
-	buf     []*streams.Entry
 	wire    wire // every byte to the client goes through it
 	// replayed counts the entries sent before ready, for metrics.
 	replayed int
@@ -162,7 +161,8 @@ func (s *session) writePass(w wants) (more bool, err error) {
 	}
 	// Served from memory unless this connection is behind; the hub bounds
 	// the Redis read then.
-	entries, next, err := s.sub.Next(s.ctx, s.cursor, s.buf)
+	buf := s.wire.entries() // pooled: an idle connection holds none
+	entries, next, err := s.sub.Next(s.ctx, s.cursor, buf)
 	if err != nil {
 		s.log.Warn("reading the room failed; retrying", "err", err)
 		time.AfterFunc(retryDelay, s.kick)
@@ -189,7 +189,7 @@ func (s *session) writePass(w wants) (more bool, err error) {
 			return false, err
 		}
 	}
-	return !s.ready || len(entries) == cap(s.buf), nil
+	return !s.ready || len(entries) == cap(buf), nil
 }
 
 // join sends what comes before the replay: a gap notice, or the newest

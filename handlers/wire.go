@@ -142,6 +142,17 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// entryPool holds the slices a writer takes entries from the hub in.
+var entryPool = sync.Pool{New: func() any { b := make([]*streams.Entry, 0, batchSize); return &b }}
+
+// entries returns the writer's entry slice (batchSize long), from the pool.
+func (w *wire) entries() []*streams.Entry {
+	if w.ents == nil {
+		w.ents = entryPool.Get().(*[]*streams.Entry)
+	}
+	return (*w.ents)[:0]
+}
+
 // bufferPool holds the buffers writers gather frames in. A writer holds one
 // only while it runs, so an idle connection holds none.
 var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
@@ -157,6 +168,7 @@ type wire struct {
 	deadlineSet time.Time // when the write deadline was last pushed forward
 	closed      bool      // a close frame was sent: nothing may follow it
 	frames      int       // message frames gathered, not yet counted in metrics
+	ents        *[]*streams.Entry
 }
 
 // frame appends a complete frame, writing what is gathered when full.
@@ -239,8 +251,14 @@ func (w *wire) flush() error {
 	return nil
 }
 
-// release returns the buffer to the pool; the writer calls it as it exits.
+// release returns the buffers to their pools; the writer calls it after
+// each pass, so an idle connection holds none.
 func (w *wire) release() {
+	if w.ents != nil {
+		clear((*w.ents)[:cap(*w.ents)]) // hold no entries in the pool
+		entryPool.Put(w.ents)
+		w.ents = nil
+	}
 	if w.buf == nil {
 		return
 	}
