@@ -75,7 +75,7 @@ type session struct {
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
 	cursor  streams.ID // the newest entry this connection has passed
-	wire    wire // every byte to the client goes through it
+	wire    wire       // every byte to the client goes through it
 	// replayed counts the entries sent before ready, for metrics.
 	replayed int
 }
