@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// idleSettle is how long idle connections sit before RSS is read again, so
-// the server's allocations of the joins have been swept by its GC.
+// idleSettle is the least time idle connections sit before RSS is read
+// again, so the server's garbage from the joins has been collected.
 const idleSettle = 3 * time.Second
 
 type idleResult struct {
@@ -20,6 +20,7 @@ type idleResult struct {
 	RSSAfterKB  int64   `json:"rss_after_kb"`
 	KBPerConn   float64 `json:"kb_per_connection"`
 	OpenSec     float64 `json:"open_seconds"`
+	SeriesKB    []int64 `json:"rss_series_kb"` // once a second while idle
 }
 
 // idle opens conns connections spread over rooms rooms that never send, and
@@ -49,15 +50,27 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 		return res, err
 	}
 	opened := time.Since(start)
-	select {
-	case <-time.After(max(idleSettle, f.hold)):
-	case <-ctx.Done():
-		return res, ctx.Err()
+	// RSS once a second while the connections sit idle: the last sample is
+	// the figure, the series shows whether it had settled.
+	var series []int64
+	hold := time.After(max(idleSettle, f.hold))
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-tick.C:
+		case <-hold:
+			done = true
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		kb, err := rssKB(pid)
+		if err != nil {
+			return res, err
+		}
+		series = append(series, kb)
 	}
-	after, err := rssKB(pid)
-	if err != nil {
-		return res, err
-	}
+	after := series[len(series)-1]
 	var dropped int
 	for _, c := range clients {
 		select {
@@ -72,7 +85,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 	res.Connections = f.conns
 	res.Seconds = time.Since(start).Seconds()
 	res.Idle = &idleResult{PID: pid, Conns: f.conns, RSSBeforeKB: before, RSSAfterKB: after,
-		KBPerConn: float64(after-before) / float64(f.conns), OpenSec: opened.Seconds()}
+		KBPerConn: float64(after-before) / float64(f.conns), OpenSec: opened.Seconds(), SeriesKB: series}
 	res.CPU = cpuReport{Bench: self.cores(), Cores: runtime.NumCPU()}
 	if f.wantKB > 0 {
 		res.Checks = append(res.Checks, check{What: "server RSS per idle connection", Target: fmt.Sprintf("≤ %.0f KB", f.wantKB),

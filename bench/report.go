@@ -159,8 +159,8 @@ func (r *result) printText(w io.Writer) {
 	}
 	if r.Idle != nil {
 		id := r.Idle
-		fmt.Fprintf(w, "idle:        server pid %d RSS %d KB -> %d KB with %d connections: %.1f KB per connection\n",
-			id.PID, id.RSSBeforeKB, id.RSSAfterKB, id.Conns, id.KBPerConn)
+		fmt.Fprintf(w, "idle:        server pid %d RSS %d KB -> %d KB with %d connections: %.1f KB per connection (opened in %.1fs; RSS each second while idle: %v KB)\n",
+			id.PID, id.RSSBeforeKB, id.RSSAfterKB, id.Conns, id.KBPerConn, id.OpenSec, id.SeriesKB)
 	}
 	if r.Redis != nil {
 		fmt.Fprintf(w, "redis:       %s\n", r.Redis)

@@ -119,7 +119,7 @@ stop_server() {
 	echo "memory:       $(grep MemTotal /proc/meminfo | awk '{printf "%.1f GiB", $2/1048576}')"
 	echo "redis-server: $(redis-server --version)"
 	echo "go:           $(go version)"
-	echo "xroom:        $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "xroom:        ${XROOM_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')}"
 	echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (before the suite)"
 	echo '```'
 	echo
@@ -181,7 +181,7 @@ scenario "Redis commands per message, 10/100/1,000 subs" commands -subs-list 10,
 # above holds freed heap that would hide the connections' own cost.
 stop_server
 start_server
-scenario "10,000 idle connections" idle -conns 10000 -rooms 100 -want-kb 20
+scenario "10,000 idle connections" idle -conns 10000 -rooms 100 -hold 10s -want-kb 20
 stop_server
 
 {
