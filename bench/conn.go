@@ -35,7 +35,6 @@ type run struct {
 	idBytes     []byte
 	server      string // host:port
 	measureFrom atomic.Int64
-	delivered   atomic.Int64 // new messages seen by tracked connections
 	foreign     atomic.Int64 // message frames not from this run
 	gaps        atomic.Int64
 	errs        atomic.Int64 // error frames without a publisher to blame
@@ -61,9 +60,10 @@ type client struct {
 	num   int
 	room  string
 	ws    *websocket.Conn
-	tr    *tracker   // nil: messages are read and dropped
-	pub   *publisher // nil: never sends
-	idle  bool       // small buffers
+	tr    *tracker     // nil: messages are read and dropped
+	pub   *publisher   // nil: never sends
+	idle  bool         // small buffers
+	got   atomic.Int64 // new messages tracked, for the drain; one counter per connection, no contention
 	ready chan struct{}
 	done  chan struct{} // closed when the reader has ended
 	err   error         // why the reader ended, readable after done
@@ -202,7 +202,7 @@ func (c *client) message(f serverFrame, now int64, live bool) {
 	}
 	c.tr.order(f.ID)
 	if c.tr.record(pub, seq, sent, now, c.run.measureFrom.Load()) {
-		c.run.delivered.Add(1)
+		c.got.Add(1)
 	}
 }
 

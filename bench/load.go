@@ -130,10 +130,16 @@ func (l *load) execute(ctx context.Context, res *result) error {
 			}
 		}
 	}
-	last, lastAt := l.run.delivered.Load(), time.Now()
-	for l.run.delivered.Load() < expected && time.Since(lastAt) < o.drain {
+	delivered := func() (n int64) {
+		for _, c := range l.clients {
+			n += c.got.Load()
+		}
+		return n
+	}
+	last, lastAt := delivered(), time.Now()
+	for last < expected && time.Since(lastAt) < o.drain {
 		time.Sleep(5 * time.Millisecond)
-		if n := l.run.delivered.Load(); n != last {
+		if n := delivered(); n != last {
 			last, lastAt = n, time.Now()
 		}
 	}
