@@ -98,7 +98,7 @@ func TestDetectsLossDuplicatesReordering(t *testing.T) {
 	// Three subscribers connect first (connections 0-2), then one publisher
 	// in closed loop; it sends far more than 8 messages in the run.
 	res, code, _ := runBench(t, "fanout", "-server", ln.Addr().String(), "-subs=3", "-pubs=1", "-rate=0",
-		"-connect-parallel=1", "-duration=300ms", "-warmup=0s", "-drain=2s")
+		"-connect-parallel=1", "-duration=1s", "-warmup=0s", "-drain=2s")
 	if code != exitIncorrect {
 		t.Errorf("exit %d, want %d", code, exitIncorrect)
 	}
