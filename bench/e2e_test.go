@@ -152,6 +152,12 @@ func TestEndToEndFanout(t *testing.T) {
 			if res.Latency.P50 > res.Latency.P99 || res.Latency.P99 > res.Latency.Max {
 				t.Fatalf("percentiles out of order: %+v", res.Latency)
 			}
+			// The server's own counters (its /metrics) agree: every acked
+			// message appended once and delivered to the 5 subscribers (the
+			// publishers' own copies may still be on their way at the scrape).
+			if a, d := res.Server["xroom_messages_appended_total"], res.Server["xroom_messages_delivered_total"]; a != float64(res.Acked) || d < float64(5*res.Acked) || d > float64(7*res.Acked) {
+				t.Fatalf("server metrics: appended %v delivered %v; want %d and %d to %d (all: %v)", a, d, res.Acked, 5*res.Acked, 7*res.Acked, res.Server)
+			}
 		})
 	}
 }

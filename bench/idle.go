@@ -41,6 +41,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 	for i := range clients {
 		clients[i] = &client{run: r, num: i, room: r.roomName(i % max(1, f.rooms)), idle: true}
 	}
+	metricsBefore := scrapeMetrics(o.server)
 	self := startCPU("self")
 	start := time.Now()
 	query := func(c *client) url.Values { return url.Values{"user": {"idle" + strconv.Itoa(c.num)}} }
@@ -71,6 +72,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 		series = append(series, kb)
 	}
 	after := series[len(series)-1]
+	res.Server = metricsDelta(metricsBefore, scrapeMetrics(o.server))
 	var dropped int
 	for _, c := range clients {
 		select {

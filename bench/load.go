@@ -90,6 +90,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 			return err
 		}
 	}
+	metricsBefore := scrapeMetrics(o.server)
 	self := startCPU("self")
 	var srv cpuMeter
 	if pid, err := o.serverPID(); err == nil {
@@ -156,6 +157,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 		res.Redis = diffRedis(before, after, acked)
 		res.CPU.Redis = res.Redis.CPUCores
 	}
+	res.Server = metricsDelta(metricsBefore, scrapeMetrics(o.server))
 	closeAll(l.clients)
 	l.collect(res, pubEnd)
 	return nil

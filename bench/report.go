@@ -48,6 +48,10 @@ type result struct {
 	Redis  *redisCommands `json:"redis,omitempty"`
 	Steps  []result       `json:"steps,omitempty"` // sub-runs (commands scenario)
 
+	// Server is from the server's /metrics: counter deltas over the run,
+	// gauges after it (absent when the server has no /metrics).
+	Server map[string]float64 `json:"server_metrics,omitempty"`
+
 	CPU      cpuReport `json:"cpu"`
 	Warnings []string  `json:"warnings,omitempty"`
 	Checks   []check   `json:"checks,omitempty"`
@@ -174,6 +178,9 @@ func (r *result) printText(w io.Writer) {
 			line += fmt.Sprintf("  p99 %.2f ms", s.Latency.P99)
 		}
 		fmt.Fprintln(w, line)
+	}
+	if len(r.Server) > 0 {
+		fmt.Fprintf(w, "server:      %s\n", fmtMetrics(r.Server))
 	}
 	fmt.Fprintf(w, "correctness: loss %d  duplicates %d  reordered %d  id regressions %d", r.Loss, r.Duplicates, r.Reordered, r.IDRegressions)
 	if r.Foreign > 0 {

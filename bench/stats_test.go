@@ -202,3 +202,36 @@ func TestCommandStats(t *testing.T) {
 		t.Fatalf("diff = %+v", rc)
 	}
 }
+
+func TestServerMetricsParsing(t *testing.T) {
+	before, after := map[string]float64{}, map[string]float64{}
+	for _, line := range []string{
+		`xroom_messages_appended_total 10`,
+		`xroom_connections_open{dialect="xroom"} 3`,
+		`xroom_redis_errors_total{op="xadd"} 1`,
+		`xroom_redis_errors_total{op="get"} 2`,
+		`go_goroutines 7`,
+	} {
+		name, v, ok := cutMetric(line)
+		if !ok {
+			t.Fatalf("cutMetric(%q) failed", line)
+		}
+		before[name] += v
+	}
+	if before["xroom_redis_errors_total"] != 3 || before["xroom_connections_open"] != 3 {
+		t.Fatalf("labels not summed: %v", before)
+	}
+	after["xroom_messages_appended_total"] = 25
+	after["xroom_redis_errors_total"] = 3
+	after["go_goroutines"] = 9
+	d := metricsDelta(before, after)
+	if d["xroom_messages_appended_total"] != 15 || d["xroom_redis_errors_total"] != 0 || d["go_goroutines"] != 9 {
+		t.Fatalf("delta %v: counters are deltas, gauges the value after", d)
+	}
+	if _, _, ok := cutMetric("garbage"); ok {
+		t.Error("cutMetric accepted a line without a value")
+	}
+	if metricsDelta(nil, after) != nil {
+		t.Error("no /metrics before: want no figures")
+	}
+}
