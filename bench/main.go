@@ -99,7 +99,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&f.wantKB, "want-kb", 0, "idle: target server RSS per connection at most this many KB")
 	fs.DurationVar(&f.wantP99, "want-p99", 0, "target: p99 latency at most this")
 	fs.Float64Var(&f.wantRate, "want-rate", 0, "target: the scenario's rate (deliveries/s, acked sends/s, entries/s) at least this")
-	fs.Float64Var(&f.baseline, "baseline", 0, "ingest, fanout: the same-run redis-benchmark XADD -c 50 requests/s, for ratios")
+	fs.Float64Var(&f.baseline, "baseline", 0, "same-run baseline for the ratio: ingest and fanout, redis-benchmark XADD -c 50 requests/s; replay, XRANGE entries/s")
 	fs.Float64Var(&f.wantRatio, "want-ratio", 0.8, "ingest: target acked sends/s as a fraction of -baseline")
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {

@@ -112,6 +112,10 @@ func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	res.Gaps = r.gaps.Load()
 	res.checkNoLoss()
 	res.checkMin("entries/s (median)", rp.Median, f.wantRate, "/s")
+	if f.baseline > 0 && len(res.Checks) > 0 {
+		// Against what one client gets from Redis alone reading such pages.
+		res.Checks[len(res.Checks)-1].Ratio = fmt.Sprintf("%.2f × Redis XRANGE", rp.Median/f.baseline)
+	}
 	return res, nil
 }
 

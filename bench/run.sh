@@ -134,8 +134,14 @@ xadd_rps() { # extra redis-benchmark flags...
 }
 XADD_C50=$(xadd_rps)
 XADD_P16=$(xadd_rps -P 16)
+# What one client reading history gets from Redis alone: XRANGE pages of 1000
+# of those entries (the stream now holds about 100,000), in entries/s.
+XRANGE_RPS=$(redis-benchmark -p "$REDIS_PORT" -n 2000 -c 1 --csv XRANGE bench:baseline - + COUNT 1000 |
+	awk -F'","' 'NR==2 {print $2}')
+XRANGE_EPS=$(awk -v r="$XRANGE_RPS" 'BEGIN {printf "%.0f", r * 1000}')
 redis-cli -p "$REDIS_PORT" del bench:baseline >/dev/null
 log "baseline: redis-benchmark XADD (64-byte message, MAXLEN ~ 100000), 50 clients: $XADD_C50 requests/s; pipelined -P 16: $XADD_P16 requests/s"
+log "baseline: redis-benchmark XRANGE COUNT 1000, 1 client: $XRANGE_RPS requests/s = $XRANGE_EPS entries/s"
 log
 
 baseline_json() { # file label rps
@@ -143,6 +149,7 @@ baseline_json() { # file label rps
 }
 baseline_json "$OUT/00-baseline-c50.json" "redis-benchmark XADD -c 50" "$XADD_C50"
 baseline_json "$OUT/01-baseline-p16.json" "redis-benchmark XADD -c 50 -P 16" "$XADD_P16"
+baseline_json "$OUT/02-baseline-xrange.json" "redis-benchmark XRANGE COUNT 1000 -c 1 (entries/s)" "$XRANGE_EPS"
 
 # --- scenarios ------------------------------------------------------------------
 FAILED=0
@@ -172,7 +179,8 @@ scenario "1 room × 1,000 subs, 100 msgs/s" fanout -subs 1000 -pubs 10 -rate 100
 	-duration "$DURATION" -want-p99 50ms
 scenario "100 rooms × 10 members, 2,000 msgs/s" rooms -rooms 100 -members 10 -rate 2000 \
 	-duration "$DURATION" -want-p99 8ms
-scenario "replay of 100,000 entries" replay -entries 100000 -repeat 3 -want-rate 500000
+scenario "replay of 100,000 entries" replay -entries 100000 -repeat 3 -want-rate 500000 \
+	-baseline "$XRANGE_EPS"
 scenario "ingest, 50 senders × 50 rooms" ingest -senders 50 -rooms 50 \
 	-duration "$DURATION" -baseline "$XADD_C50" -want-ratio 0.8
 scenario "Redis commands per message, 10/100/1,000 subs" commands -subs-list 10,100,1000 \
@@ -187,7 +195,7 @@ stop_server
 {
 	echo "### Summary"
 	echo
-	echo "Baseline (same run): redis-benchmark XADD, 50 clients: $XADD_C50 req/s; -P 16: $XADD_P16 req/s."
+	echo "Baselines (same run): redis-benchmark XADD, 50 clients: $XADD_C50 req/s; -P 16: $XADD_P16 req/s; XRANGE COUNT 1000, 1 client: $XRANGE_EPS entries/s."
 	echo "Load average after the suite: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
 	"$OUT/bench" table "$OUT"/[0-9]*.json
