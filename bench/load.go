@@ -62,6 +62,15 @@ func (l *load) addPublisher(c *client, rate float64) *publisher {
 	return p
 }
 
+// byRoom is the publishers of each room.
+func (l *load) byRoom() map[string][]*publisher {
+	m := map[string][]*publisher{}
+	for _, p := range l.pubs {
+		m[p.c.room] = append(m[p.c.room], p)
+	}
+	return m
+}
+
 // serverPID is -pid, or the process listening on the server's port.
 func (o *options) serverPID() (int, error) {
 	if o.pid > 0 {
@@ -119,10 +128,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 	pubEnd := mono()
 
 	// Every tracked connection expects every acked message of its room.
-	byRoom := map[string][]*publisher{}
-	for _, p := range l.pubs {
-		byRoom[p.c.room] = append(byRoom[p.c.room], p)
-	}
+	byRoom := l.byRoom()
 	var expected int64
 	for _, c := range l.clients {
 		if c.tr != nil {
@@ -138,7 +144,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 		return n
 	}
 	last, lastAt := delivered(), time.Now()
-	for last < expected && time.Since(lastAt) < o.drain {
+	for last < expected && time.Since(lastAt) < o.drain && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 		if n := delivered(); n != last {
 			last, lastAt = n, time.Now()
@@ -186,10 +192,7 @@ func (l *load) collect(res *result, pubEnd int64) {
 	if len(res.ErrorCodes) == 0 {
 		res.ErrorCodes = nil
 	}
-	byRoom := map[string][]*publisher{}
-	for _, p := range l.pubs {
-		byRoom[p.c.room] = append(byRoom[p.c.room], p)
-	}
+	byRoom := l.byRoom()
 	var all []int64
 	var measured, lastRecv int64
 	for _, c := range l.clients {

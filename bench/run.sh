@@ -144,12 +144,12 @@ log "baseline: redis-benchmark XADD (64-byte message, MAXLEN ~ 100000), 50 clien
 log "baseline: redis-benchmark XRANGE COUNT 1000, 1 client: $XRANGE_RPS requests/s = $XRANGE_EPS entries/s"
 log
 
-baseline_json() { # file label rps
-	printf '{"scenario":"baseline","label":"%s","loss":0,"duplicates":0,"reordered":0,"id_regressions":0,"cpu":{"bench_cores":0,"machine_cores":0},"checks":[{"what":"XADD","target":"(baseline)","measured":"%.0f requests/s","ratio":"1.00","pass":true}]}\n' "$2" "$3" >"$1"
+baseline_json() { # file label what value unit
+	printf '{"scenario":"baseline","label":"%s","loss":0,"duplicates":0,"reordered":0,"id_regressions":0,"cpu":{"bench_cores":0,"machine_cores":0},"checks":[{"what":"%s","target":"(baseline)","measured":"%.0f %s","ratio":"1.00","pass":true}]}\n' "$2" "$3" "$4" "$5" >"$1"
 }
-baseline_json "$OUT/00-baseline-c50.json" "redis-benchmark XADD -c 50" "$XADD_C50"
-baseline_json "$OUT/01-baseline-p16.json" "redis-benchmark XADD -c 50 -P 16" "$XADD_P16"
-baseline_json "$OUT/02-baseline-xrange.json" "redis-benchmark XRANGE COUNT 1000 -c 1 (entries/s)" "$XRANGE_EPS"
+baseline_json "$OUT/00-baseline-c50.json" "redis-benchmark XADD -c 50" XADD "$XADD_C50" requests/s
+baseline_json "$OUT/01-baseline-p16.json" "redis-benchmark XADD -c 50 -P 16" XADD "$XADD_P16" requests/s
+baseline_json "$OUT/02-baseline-xrange.json" "redis-benchmark XRANGE COUNT 1000 -c 1" XRANGE "$XRANGE_EPS" entries/s
 
 # --- scenarios ------------------------------------------------------------------
 FAILED=0
