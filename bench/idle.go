@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"runtime"
 	"strconv"
 	"time"
 )
@@ -42,7 +41,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 		clients[i] = &client{run: r, num: i, room: r.roomName(i % max(1, f.rooms)), idle: true}
 	}
 	metricsBefore := scrapeMetrics(o.server)
-	self := startCPU("self")
+	meters := o.startMeters()
 	start := time.Now()
 	query := func(c *client) url.Values { return url.Values{"user": {"idle" + strconv.Itoa(c.num)}} }
 	err = openAll(ctx, clients, query, o.connectRate, o.connectParallel, o.connectTimeout)
@@ -88,7 +87,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 	res.Seconds = time.Since(start).Seconds()
 	res.Idle = &idleResult{PID: pid, Conns: f.conns, RSSBeforeKB: before, RSSAfterKB: after,
 		KBPerConn: float64(after-before) / float64(f.conns), OpenSec: opened.Seconds(), SeriesKB: series}
-	res.CPU = cpuReport{Bench: self.cores(), Cores: runtime.NumCPU()}
+	res.CPU = meters.report()
 	if f.wantKB > 0 {
 		res.Checks = append(res.Checks, check{What: "server RSS per idle connection", Target: fmt.Sprintf("≤ %.0f KB", f.wantKB),
 			Measured: fmt.Sprintf("%.1f KB", res.Idle.KBPerConn), Pass: res.Idle.KBPerConn <= f.wantKB})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -100,11 +99,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 		}
 	}
 	metricsBefore := scrapeMetrics(o.server)
-	self := startCPU("self")
-	var srv cpuMeter
-	if pid, err := o.serverPID(); err == nil {
-		srv = startCPU(strconv.Itoa(pid))
-	}
+	meters := o.startMeters()
 
 	start := mono()
 	l.run.measureFrom.Store(start + int64(o.warmup))
@@ -150,7 +145,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 			last, lastAt = n, time.Now()
 		}
 	}
-	res.CPU = cpuReport{Bench: self.cores(), Server: srv.cores(), Cores: runtime.NumCPU()}
+	res.CPU = meters.report()
 	if l.rdb != nil {
 		after, err := snapshotRedis(ctx, l.rdb)
 		if err != nil {
@@ -161,7 +156,6 @@ func (l *load) execute(ctx context.Context, res *result) error {
 			acked += p.acks.Load()
 		}
 		res.Redis = diffRedis(before, after, acked)
-		res.CPU.Redis = res.Redis.CPUCores
 	}
 	res.Server = metricsDelta(metricsBefore, scrapeMetrics(o.server))
 	closeAll(l.clients)
@@ -259,6 +253,11 @@ func (l *load) collect(res *result, pubEnd int64) {
 	}
 	l.warnings(res)
 }
+
+// othersWarn is the CPU (in cores) that processes other than the bench, the
+// server and Redis may use during a run before the figures count as
+// disturbed (the machine is shared).
+const othersWarn = 0.25
 
 // warnings flags runs whose figures the bench itself may have limited.
 func (l *load) warnings(res *result) {

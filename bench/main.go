@@ -174,6 +174,9 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	}
 	res.Label, res.Started = o.label, started
 	res.CPU.Load = loadAvg()
+	if res.CPU.Others > othersWarn {
+		res.warn("other processes used %.2f of the machine's %d cores during the run: figures are pessimistic", res.CPU.Others, res.CPU.Cores)
+	}
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -49,11 +48,7 @@ func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	rp := &replayResult{Entries: f.entries, SeedSec: time.Since(seedStart).Seconds()}
 	res.Replay = rp
 
-	self := startCPU("self")
-	var srv cpuMeter
-	if pid, err := o.serverPID(); err == nil {
-		srv = startCPU(strconv.Itoa(pid))
-	}
+	meters := o.startMeters()
 	var before redisSnapshot
 	if o.redisCommands {
 		var err error
@@ -95,14 +90,13 @@ func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 		}
 		res.Seconds += secs
 	}
-	res.CPU = cpuReport{Bench: self.cores(), Server: srv.cores(), Cores: runtime.NumCPU()}
+	res.CPU = meters.report()
 	if o.redisCommands {
 		after, err := snapshotRedis(ctx, rdb)
 		if err != nil {
 			return res, err
 		}
 		res.Redis = diffRedis(before, after, int64(f.entries*f.repeat))
-		res.CPU.Redis = res.Redis.CPUCores
 	}
 	sorted := slices.Clone(rp.PerSec)
 	slices.Sort(sorted)

@@ -77,6 +77,9 @@ type cpuReport struct {
 	Redis  float64 `json:"redis_cores,omitempty"`  // from INFO cpu, with -redis
 	Cores  int     `json:"machine_cores"`
 	Load   string  `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
+	// Others is the cores the rest of the machine used during the run
+	// (/proc/stat less the bench, the server and Redis); -1 unknown.
+	Others float64 `json:"others_cores"`
 }
 
 // check is one target: what it wants, what was measured, whether it holds.
@@ -213,7 +216,11 @@ func (r *result) printText(w io.Writer) {
 	if r.CPU.Redis > 0 {
 		cpu += fmt.Sprintf(", redis %.2f", r.CPU.Redis)
 	}
-	fmt.Fprintf(w, "%s (machine: %d cores, load average %s)\n", cpu, r.CPU.Cores, r.CPU.Load)
+	machine := fmt.Sprintf("machine: %d cores, load average %s", r.CPU.Cores, r.CPU.Load)
+	if r.CPU.Others >= 0 {
+		machine += fmt.Sprintf(", other processes %.2f cores", r.CPU.Others)
+	}
+	fmt.Fprintf(w, "%s (%s)\n", cpu, machine)
 	for _, c := range r.Checks {
 		mark := "PASS"
 		if !c.Pass {
@@ -244,8 +251,8 @@ func joinRates(v []float64) string {
 // printTable reads result JSON files (from -out) and prints the markdown
 // table of the suite: one row per result.
 func printTable(w io.Writer, files []string) error {
-	fmt.Fprintln(w, "| scenario | target | measured | vs baseline | result |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| scenario | target | measured | vs baseline | result | other processes (cores) |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -280,7 +287,11 @@ func printTable(w io.Writer, files []string) error {
 		if name == "" {
 			name = r.Scenario
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), strings.Join(ratios, "; "), verdict)
+		others := ""
+		if r.Scenario != "baseline" && r.CPU.Others >= 0 {
+			others = fmt.Sprintf("%.2f", r.CPU.Others)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), strings.Join(ratios, "; "), verdict, others)
 	}
 	return nil
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -162,4 +164,93 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// machineBusy is the CPU time all of the machine's CPUs have spent busy
+// (/proc/stat: everything but idle and iowait).
+func machineBusy() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	first, _, _ := strings.Cut(string(b), "\n") // "cpu  user nice system idle iowait irq softirq steal ..."
+	f := strings.Fields(first)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, false
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks, true
+}
+
+// machineMeter measures the whole machine's CPU use over a span, so the
+// share of other processes (whatever else runs on a shared machine) shows.
+type machineMeter struct {
+	start time.Time
+	busy  time.Duration
+	ok    bool
+}
+
+func startMachine() machineMeter {
+	busy, ok := machineBusy()
+	return machineMeter{start: time.Now(), busy: busy, ok: ok}
+}
+
+// meters measure the CPU of the bench, the server, its Redis (when -redis
+// names one on this machine) and the whole machine over a run.
+type meters struct {
+	self, server, redis cpuMeter
+	machine             machineMeter
+}
+
+func (o *options) startMeters() meters {
+	m := meters{self: startCPU("self"), machine: startMachine()}
+	if pid, err := o.serverPID(); err == nil {
+		m.server = startCPU(strconv.Itoa(pid))
+	}
+	if addr := redisHostPort(o.redisURL); addr != "" {
+		if pid, err := pidListening(addr); err == nil {
+			m.redis = startCPU(strconv.Itoa(pid))
+		}
+	}
+	return m
+}
+
+func (m meters) report() cpuReport {
+	c := cpuReport{Bench: m.self.cores(), Server: m.server.cores(), Redis: m.redis.cores()}
+	m.machine.report(&c)
+	return c
+}
+
+// redisHostPort is the host:port of a -redis value, "" when there is none.
+func redisHostPort(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
+}
+
+// report fills the machine's part of c, whose Bench, Server and Redis are
+// set: the cores the rest of the machine used.
+func (m machineMeter) report(c *cpuReport) {
+	c.Cores = runtime.NumCPU()
+	c.Others = -1
+	busy, ok := machineBusy()
+	wall := time.Since(m.start)
+	if !m.ok || !ok || wall <= 0 {
+		return
+	}
+	c.Others = max(0, float64(busy-m.busy)/float64(wall)-max(0, c.Bench)-max(0, c.Server)-max(0, c.Redis))
 }
