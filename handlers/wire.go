@@ -155,7 +155,7 @@ func (w *wire) entries() []*streams.Entry {
 
 // bufferPool holds the buffers writers gather frames in. A writer holds one
 // only while it runs, so an idle connection holds none.
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+4<<10); return &b }}
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // wire is the one path by which bytes reach a client: data frames, pings,
 // pongs and close frames are all appended here by the session's single
