@@ -88,7 +88,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.subs, "subs", 100, "fanout: subscribers")
 	fs.IntVar(&f.pubs, "pubs", 10, "fanout: publishers (commands: default 1)")
 	fs.Float64Var(&f.rate, "rate", -1, "total messages/s over all publishers; 0: closed loop (default: fanout 1000, rooms 2000, commands 100)")
-	fs.IntVar(&f.rooms, "rooms", 0, "rooms: rooms (default 100); ingest: rooms (default 50)")
+	fs.IntVar(&f.rooms, "rooms", 0, "rooms, idle: rooms (default 100); ingest: rooms (default 50)")
 	fs.IntVar(&f.members, "members", 10, "rooms: members per room")
 	fs.IntVar(&f.senders, "senders", 50, "ingest: senders")
 	fs.IntVar(&f.entries, "entries", 100000, "replay: history entries")
