@@ -29,11 +29,13 @@ done
 # Thousands of sockets per process: raise the soft file limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
-# free_port prints a TCP port nothing listens on.
+# free_port prints a TCP port nothing listens on, below Linux's ephemeral
+# range (32768-60999), where the bench's own outgoing connections would
+# otherwise take it first. Starting a server on it is still retried.
 free_port() {
 	local p
 	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 20000))
+		p=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
@@ -43,11 +45,9 @@ free_port() {
 	exit 2
 }
 
-REDIS_PORT=$(free_port)
-SERVER_PORT=$(free_port)
-while [ "$SERVER_PORT" = "$REDIS_PORT" ]; do SERVER_PORT=$(free_port); done
-SERVER_ADDR=127.0.0.1:$SERVER_PORT
+REDIS_PORT=
 REDIS_PID=
+SERVER_ADDR=
 SERVER_PID=
 
 cleanup() {
@@ -64,20 +64,51 @@ go build -o "$OUT/xroom" ./app || exit 2
 go build -o "$OUT/bench" ./bench || exit 2
 
 # --- redis-server -------------------------------------------------------------
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-	--maxclients 20000 --logfile "$OUT/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 100); do
-	redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-	sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" ping >/dev/null || {
-	echo "run.sh: redis-server did not start; see $OUT/redis.log" >&2
-	exit 2
+start_redis() {
+	REDIS_PORT=$(free_port)
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+		--maxclients 10000 --logfile "$OUT/redis.log" &
+	REDIS_PID=$!
+	for _ in $(seq 100); do
+		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+		kill -0 "$REDIS_PID" 2>/dev/null || break # exited: the port was taken after all
+		sleep 0.1
+	done
+	kill "$REDIS_PID" 2>/dev/null
+	wait "$REDIS_PID" 2>/dev/null
+	REDIS_PID=
+	return 1
 }
+for attempt in 1 2 3 4 5; do
+	start_redis && break
+	if [ "$attempt" = 5 ]; then
+		echo "run.sh: redis-server did not start; see $OUT/redis.log" >&2
+		exit 2
+	fi
+done
 
 # --- xroom server ---------------------------------------------------------------
 start_server() {
+	local attempt
+	for attempt in 1 2 3 4 5; do
+		SERVER_ADDR=127.0.0.1:$(free_port)
+		try_server && return 0
+	done
+	echo "run.sh: xroom did not become ready; see $OUT/server.log" >&2
+	exit 2
+}
+
+# ready_ok tells whether GET /readyz answers 200 (bash only: no curl needed).
+ready_ok() {
+	(
+		exec 3<>"/dev/tcp/${SERVER_ADDR%:*}/${SERVER_ADDR##*:}" || exit 1
+		printf 'GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n' "$SERVER_ADDR" >&3
+		read -r -t 5 status <&3
+		[[ $status == *" 200 "* ]]
+	) 2>/dev/null
+}
+
+try_server() {
 	# ---- LIMIT OVERRIDES: keep every limit generous for the benchmark. --------
 	# The load comes from one IP at rates no single user sends: rate limits and
 	# per-IP connection caps (added on another branch) must be off or far above
@@ -94,12 +125,15 @@ start_server() {
 		LOG_LEVEL=warn \
 		"$OUT/xroom" >>"$OUT/server.log" 2>&1 &
 	SERVER_PID=$!
-	for _ in $(seq 100); do
-		curl -fsS "http://$SERVER_ADDR/readyz" >/dev/null 2>&1 && return 0
+	for _ in $(seq 200); do
+		ready_ok && return 0
+		kill -0 "$SERVER_PID" 2>/dev/null || break # exited: see server.log
 		sleep 0.1
 	done
-	echo "run.sh: xroom did not become ready; see $OUT/server.log" >&2
-	exit 2
+	kill "$SERVER_PID" 2>/dev/null
+	wait "$SERVER_PID" 2>/dev/null
+	SERVER_PID=
+	return 1
 }
 
 stop_server() {
