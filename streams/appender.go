@@ -9,20 +9,26 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// appendWait bounds one coalesced pipeline when no caller gave a deadline.
-const appendWait = 10 * time.Second
+const (
+	// appendWait bounds one coalesced pipeline when no caller gave a deadline.
+	appendWait = 10 * time.Second
+	// maxBatchesInFlight: up to this many appends (or batches) go to Redis
+	// at once, each on its own connection, so a light load waits for no
+	// one; beyond it, appends queue and share the next pipeline.
+	maxBatchesInFlight = 4
+)
 
-// coalescer turns concurrent appends into one pipeline (group commit): the
-// first caller sends its own append at once; callers that arrive while a
-// pipeline is in flight queue up, and the next of them sends the whole
-// queue as one pipeline. Redis and this process then pay one round trip
+// coalescer turns concurrent appends into shared pipelines (group commit):
+// a caller sends its own append at once while fewer than
+// maxBatchesInFlight are in flight; callers beyond that queue up, and when
+// a batch returns, the first of them sends the whole queue as one pipeline. Redis and this process then pay one round trip
 // (two system calls on each side) per batch instead of per message, and
 // the rooms set is touched once per room per batch. With Redis Cluster,
 // go-redis splits the pipeline by node.
 type coalescer struct {
-	mu      sync.Mutex
-	queue   []*appendCall
-	running bool // a leader is sending a batch
+	mu       sync.Mutex
+	queue    []*appendCall
+	inFlight int // leaders sending a batch
 }
 
 type appendCall struct {
@@ -50,12 +56,12 @@ func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID
 	c.ctx, c.room, c.m = ctx, room, m
 	b := &s.batch
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
-	if b.running {
+	if b.inFlight >= maxBatchesInFlight {
+		b.queue = append(b.queue, c)
 		b.mu.Unlock()
 		<-c.done // bounded: the batch before ours and ours each have a deadline
 	} else {
-		b.running = true
+		b.inFlight++
 		b.mu.Unlock()
 		c.lead = true
 	}
@@ -68,13 +74,14 @@ func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID
 	return id, dup, err
 }
 
-// sendBatch sends every queued append in one pipeline, then hands the lead
-// to the first caller queued meanwhile. self is the leader's own call,
-// which is not signalled.
+// sendBatch sends the leader's own call and every queued one in one
+// pipeline, then hands the lead to the first caller queued meanwhile. A
+// call is signalled once: with its result, or to lead (then it is no
+// longer in the queue, and sends itself).
 func (s *Store) sendBatch(self *appendCall) {
 	b := &s.batch
 	b.mu.Lock()
-	calls := b.queue
+	calls := append(b.queue, self)
 	b.queue = make([]*appendCall, 0, len(calls))
 	b.mu.Unlock()
 
@@ -88,10 +95,11 @@ func (s *Store) sendBatch(self *appendCall) {
 	b.mu.Lock()
 	if len(b.queue) > 0 {
 		next := b.queue[0]
+		b.queue = b.queue[1:]
 		next.lead = true
 		next.done <- struct{}{}
 	} else {
-		b.running = false
+		b.inFlight--
 	}
 	b.mu.Unlock()
 }

@@ -25,7 +25,7 @@ func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.pipelines.Add(1); return next(ctx, cmds) }
 }
 
-// Appends that arrive while one is in flight share the next pipeline, and
+// Appends that arrive while Redis is busy share pipelines, and
 // each still gets its own ID, duplicates detected, nothing lost.
 func TestConcurrentAppendsShareAPipeline(t *testing.T) {
 	rs := redistest.Start(t)
@@ -86,7 +86,8 @@ func TestConcurrentAppendsShareAPipeline(t *testing.T) {
 	if results[0].dup == results[n].dup || results[0].id != results[n].id {
 		t.Fatalf("c0 twice: %+v and %+v, want one stored and one duplicate of it", results[0], results[n])
 	}
-	if got := count.pipelines.Load() - before; got > 4 {
+	// A few go alone (one per connection in flight), the rest share pipelines.
+	if got := count.pipelines.Load() - before; got > 12 {
 		t.Fatalf("%d appends took %d pipelines, want them to share a few", n+1, got)
 	}
 	var stored int64
