@@ -106,11 +106,12 @@ func (l *load) execute(ctx context.Context, res *result) error {
 	stopAt := start + int64(o.warmup+o.duration)
 	var wg sync.WaitGroup
 	pubErrs := make(chan error, len(l.pubs))
-	for _, p := range l.pubs {
+	for i, p := range l.pubs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.loop(ctx, stopAt, o.drain); err != nil {
+			phase := float64(i) / float64(len(l.pubs))
+			if err := p.loop(ctx, start, stopAt, phase, o.drain); err != nil {
 				pubErrs <- err
 			}
 		}()

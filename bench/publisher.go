@@ -86,9 +86,12 @@ func (p *publisher) outstanding() int64 {
 	return p.sent.Load() - p.acks.Load() - p.fails.Load()
 }
 
-// loop publishes until the clock reaches stopAt (mono), then waits up to
-// drain for the last acks.
-func (p *publisher) loop(ctx context.Context, stopAt int64, drain time.Duration) error {
+// loop publishes from start until the clock reaches stopAt (mono), then
+// waits up to drain for the last acks. At a fixed rate, the schedule is
+// shifted by phase (a fraction of the interval), so that publishers spread
+// over the interval add up to a steady stream, not to bursts of one message
+// each at the same instant.
+func (p *publisher) loop(ctx context.Context, start, stopAt int64, phase float64, drain time.Duration) error {
 	buf := make([]byte, 0, p.size+128)
 	send := func(seq, sent int64) error {
 		p.sentAt[seq%sentRing].Store(sent)
@@ -113,9 +116,8 @@ func (p *publisher) loop(ctx context.Context, stopAt int64, drain time.Duration)
 	interval := float64(time.Second) / p.rate
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	start := mono()
 	for seq := int64(0); ; seq++ {
-		due := start + int64(float64(seq)*interval)
+		due := dueAt(start, seq, phase, interval)
 		if due >= stopAt {
 			break
 		}
@@ -134,6 +136,12 @@ func (p *publisher) loop(ctx context.Context, stopAt int64, drain time.Duration)
 		}
 	}
 	return p.waitAcks(ctx, drain)
+}
+
+// dueAt is when send seq of a fixed-rate schedule is due: interval ns apart,
+// shifted by phase intervals.
+func dueAt(start, seq int64, phase, interval float64) int64 {
+	return start + int64((float64(seq)+phase)*interval)
 }
 
 // waitAcks waits until every send has its ack or error.

@@ -235,3 +235,21 @@ func TestServerMetricsParsing(t *testing.T) {
 		t.Error("no /metrics before: want no figures")
 	}
 }
+
+func TestPublishersSpreadOverTheInterval(t *testing.T) {
+	// 4 publishers at 100/s each, phases i/4 as execute gives them: together
+	// one send every 2.5 ms, never two at once.
+	const pubs, interval = 4, float64(10 * time.Millisecond)
+	var due []int64
+	for i := range pubs {
+		for seq := range int64(50) {
+			due = append(due, dueAt(1000, seq, float64(i)/pubs, interval))
+		}
+	}
+	slices.Sort(due)
+	for k := 1; k < len(due); k++ {
+		if gap := due[k] - due[k-1]; gap != int64(2500*time.Microsecond) {
+			t.Fatalf("gap %d between sends %d and %d, want 2.5 ms", gap, k-1, k)
+		}
+	}
+}
