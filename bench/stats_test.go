@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -278,5 +282,46 @@ func BenchmarkReceive(b *testing.B) {
 		}
 		tr.order(streamID{f.ID.Ms, uint64(i)})
 		tr.record(pub, int64(i), sent, 10, 0)
+	}
+}
+
+func TestTable(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r result) string {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := result{Scenario: "fanout", Label: "fast", CPU: cpuReport{Others: 0.1}}
+	good.Latency = &latencySummary{P99: 3}
+	good.checkNoLoss()
+	good.checkP99(10 * time.Millisecond)
+	bad := result{Scenario: "fanout", Label: "lossy", Loss: 2, CPU: cpuReport{Others: -1}}
+	bad.Latency = &latencySummary{P99: 30}
+	bad.checkNoLoss()
+	bad.checkP99(10 * time.Millisecond)
+	var out, errOut bytes.Buffer
+	code := mainArgs([]string{"table", write("a.json", good), write("b.json", bad)}, &out, &errOut)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want header, rule and 2 rows:\n%s", out.String())
+	}
+	if want := "| fast | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 0/0/0; 3.00 ms |  | pass | 0.10 |"; lines[2] != want {
+		t.Errorf("row\n%s\nwant\n%s", lines[2], want)
+	}
+	if want := "| lossy | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 2/0/0; 30.00 ms; loss 2 dup 0 reorder 0 |  | **FAIL** |  |"; lines[3] != want {
+		t.Errorf("row\n%s\nwant\n%s", lines[3], want)
+	}
+	if code := mainArgs([]string{"table", filepath.Join(dir, "missing.json")}, &out, &errOut); code != exitSetup {
+		t.Errorf("missing file: exit %d", code)
 	}
 }
