@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xroom/xroom/internal/redistest"
 )
@@ -30,16 +31,27 @@ func TestRunServesMetricsAndPprof(t *testing.T) {
 	a.expect("ready")
 	a.sendAcked("counted", "k1")
 
-	status, body := httpGet(t, r.base+"/metrics")
-	if status != 200 {
-		t.Fatalf("GET /metrics: %d", status)
-	}
-	for _, want := range []string{
+	wants := []string{
 		"xroom_messages_appended_total 1\n", "xroom_messages_delivered_total 1\n", `xroom_connections_open{dialect="xroom"} 1`,
 		"xroom_redis_rtt_seconds_count", "xroom_tail_lag_seconds_count 1\n", "go_goroutines", "process_resident_memory_bytes",
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics has no %q", want)
+	}
+	// A frame is counted just after its write returns: scrape until it is.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		status, body := httpGet(t, r.base+"/metrics")
+		if status != 200 {
+			t.Fatalf("GET /metrics: %d", status)
+		}
+		var missing []string
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics has no %q", missing)
 		}
 	}
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -43,6 +44,19 @@ func (ts *testServer) scrape() map[string]float64 {
 	return out
 }
 
+// scrapeUntil scrapes until ok holds (or 10 s pass) and returns the last scrape.
+func (ts *testServer) scrapeUntil(ok func(map[string]float64) bool) map[string]float64 {
+	ts.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := ts.scrape()
+		if ok(m) || time.Now().After(deadline) {
+			return m
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestMetricsCountConnectionsMessagesAndRedis(t *testing.T) {
 	ts := startServer(t)
 	before := ts.scrape()
@@ -57,7 +71,9 @@ func TestMetricsCountConnectionsMessagesAndRedis(t *testing.T) {
 	a.messages(3)
 	a.expect("ready")
 	b.messages(3)
-	mid := ts.scrape()
+	mid := ts.scrapeUntil(func(m map[string]float64) bool {
+		return m["xroom_replay_entries_count"]-before["xroom_replay_entries_count"] >= 1
+	})
 	if mid[`xroom_connections_open{dialect="xroom"}`] != 1 || mid[`xroom_connections_open{dialect="compatible"}`] != 1 {
 		t.Errorf("connections open = %v xroom, %v compatible; want 1 and 1", mid[`xroom_connections_open{dialect="xroom"}`], mid[`xroom_connections_open{dialect="compatible"}`])
 	}
@@ -68,13 +84,28 @@ func TestMetricsCountConnectionsMessagesAndRedis(t *testing.T) {
 		t.Errorf("replayed entries sum grew by %v, want at least 3", got)
 	}
 
+	// With client_ids, so that the acks say when each append is counted
+	// (the tail may deliver an entry before its append has returned).
 	const n = 5
 	for i := range n {
-		a.send(fmt.Sprintf(`{"message":"live %d"}`, i))
+		a.send(fmt.Sprintf(`{"message":"live %d","client_id":"c%d"}`, i, i))
 	}
-	a.messages(n)
+	for acks, msgs := 0, 0; acks < n || msgs < n; {
+		switch f := a.next(); f.Type {
+		case "ack":
+			acks++
+		case "message":
+			msgs++
+		default:
+			t.Fatalf("got %+v", f)
+		}
+	}
 	b.messages(n)
-	after := ts.scrape()
+	// A frame is counted just after its write returns: the client may read
+	// it a moment before.
+	after := ts.scrapeUntil(func(m map[string]float64) bool {
+		return m["xroom_messages_delivered_total"]-before["xroom_messages_delivered_total"] >= 2*(3+n)
+	})
 	if got := after["xroom_messages_appended_total"] - before["xroom_messages_appended_total"]; got != 3+n {
 		t.Errorf("appended grew by %v, want %d", got, 3+n)
 	}
