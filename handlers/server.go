@@ -257,7 +257,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	defer s.untrack(sess)
 
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
+	sub, err := s.hub.Subscribe(ctx, room, sess.notify)
 	cancel()
 	if err != nil {
 		sess.log.Warn("cannot serve the room", "err", err)
@@ -269,7 +269,8 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
-	sess.kick() // the writer sends the history
+	sess.subscribed.Store(true) // after sess.sub is set: notify may kick now
+	sess.kick()                 // the writer sends the history
 	sess.readLoop()
 	sub.Close()
 	sess.close()

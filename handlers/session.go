@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -65,6 +66,8 @@ type session struct {
 	writers sync.WaitGroup
 	pinger  *time.Timer
 	wants   wants // control frames asked for by other goroutines
+	// subscribed is set once sub is: the hub may notify before Subscribe returns.
+	subscribed atomic.Bool
 
 	// connMu guards uses of conn from outside the reader and the writer
 	// (pings, shutdown): once gone, fasthttp may reuse the connection object.

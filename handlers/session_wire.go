@@ -132,6 +132,14 @@ func (s *session) readMessage() (int, []byte, error) {
 	return kind, data, nil
 }
 
+// notify is the hub's notification: new entries may be in the room. Before
+// the session has its subscription, the writer must not start on entries.
+func (s *session) notify() {
+	if s.subscribed.Load() {
+		s.kick()
+	}
+}
+
 // rawConn is the TCP connection under a WebSocket (fasthttp wraps a
 // hijacked connection; its wrapper only forwards).
 func rawConn(c *websocket.Conn) net.Conn {
