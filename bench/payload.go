@@ -168,6 +168,7 @@ type serverFrame struct {
 
 var (
 	keyTypeMessage = []byte(`"type":"message"`)
+	framePrefix    = []byte(`{"type":"message"`)
 	keyMessage     = []byte(`"message":"`)
 	keyID          = []byte(`"id":"`)
 )
@@ -179,7 +180,8 @@ var (
 // properly.
 func parseServerFrame(b []byte) (serverFrame, error) {
 	var f serverFrame
-	if bytes.Contains(b, keyTypeMessage) {
+	// xroom writes "type" first; the Contains is for servers that do not.
+	if bytes.HasPrefix(b, framePrefix) || bytes.Contains(b, keyTypeMessage) {
 		text, ok1 := plainString(b, keyMessage)
 		id, ok2 := plainString(b, keyID)
 		if ok1 && ok2 {
