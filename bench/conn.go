@@ -32,19 +32,16 @@ func mono() int64 { return int64(time.Since(clockBase)) }
 // run is what every connection of one bench run shares.
 type run struct {
 	id          string // RUN in payloads and client IDs
-	idBytes     []byte
 	server      string // host:port
 	measureFrom atomic.Int64
 	foreign     atomic.Int64 // message frames not from this run
 	gaps        atomic.Int64
-	errs        atomic.Int64 // error frames without a publisher to blame
-	ackedTotal  atomic.Int64
+	errs        atomic.Int64 // error frames without a publisher to blame, and frames that are not JSON
 	lastErr     atomic.Pointer[string]
 }
 
 func newRun(server string) *run {
 	r := &run{id: newRunID(), server: server}
-	r.idBytes = []byte(r.id)
 	r.measureFrom.Store(-1)
 	return r
 }
@@ -70,12 +67,10 @@ type client struct {
 
 	// replay: when set, the reader checks that messages before ready are
 	// exactly sequences 0, 1, 2, ... of publisher 0, and counts them.
-	replay       bool
-	replayCount  int64
-	replayBad    int64
-	readyAt      int64
-	replayFirst  int64 // clock of the first replayed message
-	unknownFrame int64
+	replay      bool
+	replayCount int64
+	replayBad   int64
+	readyAt     int64
 }
 
 // wsURL is the endpoint of room with the given query.
@@ -149,8 +144,8 @@ func (c *client) readLoop() {
 		}
 		now := mono()
 		f, err := parseServerFrame(buf)
-		if err != nil {
-			c.unknownFrame++
+		if err != nil { // not JSON: a broken server, reported as an error
+			c.run.errs.Add(1)
 			c.run.noteErr("%v", err)
 			continue
 		}
@@ -176,9 +171,9 @@ func (c *client) readLoop() {
 			}
 		case kindGap:
 			c.run.gaps.Add(1)
-		default:
-			c.unknownFrame++
 		}
+		// Other frame types (a later version's) are ignored, as the
+		// protocol asks of clients.
 	}
 }
 
@@ -189,9 +184,6 @@ func (c *client) message(f serverFrame, now int64, live bool) {
 		return
 	}
 	if c.replay && !live {
-		if c.replayCount == 0 {
-			c.replayFirst = now
-		}
 		if pub != 0 || seq != c.replayCount {
 			c.replayBad++
 		}

@@ -238,7 +238,7 @@ func (l *load) collect(res *result, pubEnd int64) {
 	res.Foreign = l.run.foreign.Load()
 	res.Gaps = l.run.gaps.Load()
 	if n := l.run.errs.Load(); n > 0 {
-		res.Errors = append(res.Errors, fmt.Sprintf("%d error frames", n))
+		res.Errors = append(res.Errors, fmt.Sprintf("%d error frames or frames that are not JSON", n))
 	}
 	if res.PublishErrors > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("%d sends refused: %v", res.PublishErrors, res.ErrorCodes))

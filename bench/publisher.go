@@ -67,7 +67,6 @@ func (p *publisher) ack(clientID string, now int64) {
 		p.ackLat = append(p.ackLat, now-sent)
 	}
 	p.acks.Add(1)
-	p.c.run.ackedTotal.Add(1)
 	p.notify()
 }
 
