@@ -104,6 +104,12 @@ func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	res.DeliveriesPerSec = rp.Median
 	res.Foreign = r.foreign.Load()
 	res.Gaps = r.gaps.Load()
+	if n := r.errs.Load(); n > 0 {
+		res.Errors = append(res.Errors, fmt.Sprintf("%d error frames or frames that are not JSON", n))
+	}
+	if res.Gaps > 0 {
+		res.Errors = append(res.Errors, fmt.Sprintf("%d gap frames: since=0 of a stream never trimmed must give none", res.Gaps))
+	}
 	res.checkNoLoss()
 	res.checkMin("entries/s (median)", rp.Median, f.wantRate, "/s")
 	if f.baseline > 0 && len(res.Checks) > 0 {
