@@ -27,8 +27,9 @@ type redisClient = *redis.Client
 // Exit codes.
 const (
 	exitOK        = 0
-	exitIncorrect = 1 // loss, duplicates, reordering, refused sends, or a missed target
-	exitSetup     = 2 // the run could not happen
+	exitIncorrect = 1   // loss, duplicates, reordering, refused sends, or a missed target
+	exitSetup     = 2   // the run could not happen
+	exitInterrupt = 130 // SIGINT or SIGTERM (128 + SIGINT), so scripts stop too
 )
 
 type scenario struct {
@@ -194,6 +195,9 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		res.printText(stdout)
 	}
 	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintf(stderr, "bench %s: interrupted\n", name)
+		return exitInterrupt
 	case err != nil:
 		fmt.Fprintf(stderr, "bench %s: %v\n", name, err)
 		return exitSetup

@@ -201,6 +201,9 @@ scenario() { # label, then bench arguments
 	local rc=${PIPESTATUS[0]}
 	log '```'
 	log
+	# Interrupted: bash does not always run its INT trap when the foreground
+	# program handled the signal itself, so the bench's exit status says so.
+	[ "$rc" = 130 ] && exit 130
 	[ "$rc" = 0 ] || FAILED=1
 }
 
