@@ -118,7 +118,10 @@ try_server() {
 		MAX_CONNS_PER_IP=0
 	)
 	# ---------------------------------------------------------------------------
+	# ENV_FILE=/dev/null: a developer's .env in the checkout must not change
+	# the benchmark's server.
 	env "${limits[@]}" \
+		ENV_FILE=/dev/null \
 		REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
 		ADDR="$SERVER_ADDR" \
 		HISTORY_MAXLEN=200000 \
