@@ -40,6 +40,7 @@ type config struct {
 	PresenceMaxMembers  int
 	LogLevel            slog.Level
 	LogFormat           string
+	PprofAddr           string
 }
 
 // withDotEnv returns a getenv that falls back to the .env file (ENV_FILE,
@@ -144,6 +145,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PresenceHeartbeat:   r.duration("PRESENCE_HEARTBEAT", 10*time.Second, 100*time.Millisecond),
 		PresenceMaxMembers:  int(r.integer("PRESENCE_MAX_MEMBERS", 1000, 1, 1000000)),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
+		PprofAddr:           r.str("PPROF_ADDR", ""),
 	}
 	c.AuthSecret = r.secret("AUTH_SECRET", handlers.MinSecretBytes)
 	c.Limits = handlers.Limits{
@@ -172,6 +174,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(r.str("LOG_LEVEL", "info"))); err != nil {
 		r.fail("LOG_LEVEL", r.str("LOG_LEVEL", ""), "want debug, info, warn or error")
+	}
+	if c.PprofAddr != "" {
+		if err := checkPprofAddr(c.PprofAddr); err != nil {
+			r.fail("PPROF_ADDR", c.PprofAddr, err.Error())
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		r.fail("LOG_FORMAT", c.LogFormat, "want text or json")

@@ -82,6 +82,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"MAX_CONNS_PER_IP":      "0",
 		"TRUSTED_PROXIES":       "10.0.0.0/8, 127.0.0.1,::1",
 		"MAX_REPLAY":            "500",
+		"PPROF_ADDR":            "127.0.0.1:6060",
 	}
 	c, err := loadConfig(envMap(env))
 	if err != nil {
@@ -111,6 +112,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		AuthSecret:          "0123456789abcdef0123456789abcdef",
 		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxReplay: 500,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
+		PprofAddr: "127.0.0.1:6060",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("config:\n got %+v\nwant %+v", c, want)
@@ -168,6 +170,9 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"PRESENCE_MAX_MEMBERS": "0"}, "PRESENCE_MAX_MEMBERS"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"PPROF_ADDR": ":6060"}, "PPROF_ADDR"}, // every interface: not loopback
+		{map[string]string{"PPROF_ADDR": "10.0.0.1:6060"}, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR"},
 		{map[string]string{"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER"},
 		{map[string]string{"CHAT_PREFIX": "chat{x}"}, "CHAT_PREFIX"},
 		{map[string]string{"CHAT_PREFIX": "my chat"}, "CHAT_PREFIX"},

@@ -75,6 +75,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("Redis does not answer yet", "err", err)
 	}
 
+	metrics := newMetrics(rdb, blocking)
+	if cfg.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Logger: log})
 	srv := handlers.New(hub, handlers.Config{
@@ -91,6 +100,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		PresenceTTL:        cfg.PresenceTTL,
 		PresenceHeartbeat:  cfg.PresenceHeartbeat,
 		PresenceMaxMembers: cfg.PresenceMaxMembers,
+		Metrics:            metrics,
 	})
 	app := srv.App()
 

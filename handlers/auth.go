@@ -256,8 +256,8 @@ func (s *session) tokenExpired() bool {
 	if !s.expires.CompareAndSwap(e, -1) { // closing already
 		return true
 	}
+	s.requestClose(websocket.ClosePolicyViolation, "token expired")
 	_ = s.withConn(func() error {
-		_ = s.sendClose(websocket.ClosePolicyViolation, "token expired")
 		return s.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	})
 	return true

@@ -25,15 +25,6 @@ func newMessageFrame(room string, e *streams.Entry) messageFrame {
 	return messageFrame{ID: e.ID.String(), Room: room, User: e.User, Message: e.Message, TS: int64(e.ID.Ms), ClientID: e.ClientID}
 }
 
-// EncodeMessage is the streams.Encoder of message frames: the hub calls it
-// once per entry and every connection sends the result.
-func EncodeMessage(room string, e *streams.Entry) []byte {
-	f := newMessageFrame(room, e)
-	f.Type = "message"
-	b, _ := json.Marshal(f) // strings and numbers only: cannot fail
-	return b
-}
-
 type readyFrame struct {
 	Type   string `json:"type"`
 	Room   string `json:"room"`

@@ -139,7 +139,10 @@ func FuzzEncodeMessage(f *testing.F) {
 	f.Add("r", "<img src=x onerror=alert(1)>", "\\u0000", "", uint64(1), uint64(2))
 	f.Fuzz(func(t *testing.T, room, user, message, clientID string, ms, seq uint64) {
 		e := &streams.Entry{ID: streams.ID{Ms: ms, Seq: seq}, User: user, Message: message, ClientID: clientID, HasMessage: true}
-		frame := EncodeMessage(room, e)
+		op, frame := parseFrame(t, EncodeMessage(room, e)) // a whole WebSocket text frame
+		if op != opText {
+			t.Fatalf("opcode %d, want a text frame", op)
+		}
 		if !json.Valid(frame) || !utf8.Valid(frame) {
 			t.Fatalf("frame %q is not valid JSON", frame)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
@@ -36,6 +37,8 @@ type testServer struct {
 	store  *streams.Store
 	hub    *streams.Hub
 	srv    *handlers.Server
+	// redisMetrics has its hooks on the server's Redis clients.
+	redisMetrics *streams.RedisMetrics
 }
 
 type options struct {
@@ -69,6 +72,8 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	}
 	rdb := mk(ts.name, o.poolSize)
 	t.Cleanup(func() { rdb.Close() })
+	ts.redisMetrics = streams.NewRedisMetrics()
+	rdb.AddHook(ts.redisMetrics.Hook())
 	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: 10000})
 	o.hub.Encode = handlers.EncodeMessage
 	o.hub.EncodeEvent = handlers.EncodeEvent
@@ -76,10 +81,14 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 		o.hub.Block = time.Second
 	}
 	o.hub.Logger = quietLogger()
-	ts.hub = streams.NewHub(ts.store, mk(ts.name+"-tail", 1000), o.hub)
+	tail := mk(ts.name+"-tail", 1000)
+	tail.AddHook(ts.redisMetrics.BlockingHook())
+	ts.hub = streams.NewHub(ts.store, tail, o.hub)
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()
 	}
+	o.cfg.Metrics = prometheus.NewRegistry()
+	o.cfg.Metrics.MustRegister(ts.redisMetrics)
 	ts.srv = handlers.New(ts.hub, o.cfg)
 	app := ts.srv.App()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -242,8 +242,8 @@ const ipKey = "xroom.ip"
 func (s *Server) admitIP(sess *session, ip netip.Addr) (release func(), ok bool) {
 	if !s.guard.acquireIP(ip) {
 		s.log.Info("too many connections from one address", "ip", ip.String())
-		_ = sess.writeText(encode(errorFrame{Type: "error", Code: "too_many_connections", Message: "this address has too many chat connections open"}))
-		_ = sess.sendClose(websocket.ClosePolicyViolation, "too many connections")
+		sess.refuseWith(websocket.ClosePolicyViolation, "too many connections",
+			encode(errorFrame{Type: "error", Code: "too_many_connections", Message: "this address has too many chat connections open"}))
 		return nil, false
 	}
 	return func() { s.guard.releaseIP(ip) }, true

@@ -61,7 +61,7 @@ func membersJSON(users []string) []memberJSON {
 // joinPresence makes the connection present in its room. A Redis failure
 // does not stop the session: the next heartbeat adds it.
 func (s *session) joinPresence() {
-	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 	defer cancel()
 	member, err := s.srv.presence.Join(ctx, s.room, s.user)
 	s.member = member
@@ -75,7 +75,7 @@ func (s *session) leavePresence() {
 	if s.member == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
 	defer cancel()
 	if err := s.srv.presence.Leave(ctx, s.room, s.member); err != nil {
 		s.log.Warn("presence leave failed; the member expires after the TTL", "err", err)
@@ -89,7 +89,7 @@ func (s *session) snapshot() []byte {
 	if s.compat {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 	users, partial, err := s.srv.presence.Members(ctx, s.room)
 	cancel()
 	if err != nil {
@@ -131,7 +131,7 @@ func (s *session) typing() {
 		return
 	}
 	s.lastTyping = now
-	ctx, cancel := context.WithTimeout(s.ctx, redisTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 	defer cancel()
 	if err := s.srv.presence.Typing(ctx, s.room, s.user); err != nil {
 		s.log.Debug("typing event not stored", "err", err)
@@ -144,7 +144,7 @@ func (s *Server) Presence() *streams.Presence { return s.presence }
 // presenceAPI answers GET /api/rooms/{room}/presence.
 func (s *Server) presenceAPI(c *fiber.Ctx) error {
 	room := c.Params("room")
-	ctx, cancel := context.WithTimeout(c.UserContext(), redisTimeout)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	users, partial, err := s.presence.Members(ctx, room)
 	if err != nil {
@@ -160,7 +160,7 @@ func (s *Server) presenceAPI(c *fiber.Ctx) error {
 // closePresence stops the heartbeat and removes what is left of this
 // instance's connections, after the sessions ended (each left on its own).
 func (s *Server) closePresence(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
 	defer cancel()
 	if err := s.presence.Close(ctx); err != nil {
 		s.log.Warn("presence cleanup failed; the members expire after the TTL", "err", err)

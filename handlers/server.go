@@ -22,6 +22,7 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xroom/xroom/streams"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	PresenceMaxMembers             int
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
+	// Metrics, when set, gets the server's and the hub's metrics registered
+	// and is served at GET /metrics.
+	Metrics *prometheus.Registry
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -62,6 +66,9 @@ type Server struct {
 	sessions map[*session]struct{}
 	stopping bool
 	running  sync.WaitGroup
+	stats    *serverStats
+	// gorillaBuffers backs gorilla's rare own writes (see App).
+	gorillaBuffers sync.Pool
 }
 
 // New returns a Server that reads and writes rooms through hub.
@@ -85,7 +92,11 @@ func New(hub *streams.Hub, cfg Config) *Server {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
 	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
-	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, guard: newGuard(cfg.Limits)}
+	s := &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
+	if cfg.Metrics != nil {
+		s.registerMetrics(cfg.Metrics)
+	}
+	return s
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -102,10 +113,16 @@ func (s *Server) App() *fiber.App {
 		ErrorHandler:          s.errorHandler,
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
+		// Release fasthttp's read buffer before a WebSocket upgrade: a
+		// hijacked connection would otherwise keep it for its lifetime.
+		ReduceMemoryUsage: true,
 	})
 	app.Use(securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		app.Get("/metrics", metricsHandler(s.cfg.Metrics))
+	}
 
 	api := app.Group("/api")
 	api.Get("/rooms", s.authRead, s.listRooms)
@@ -117,6 +134,9 @@ func (s *Server) App() *fiber.App {
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
+		// Writes go through session.wire; gorilla writes only a protocol
+		// error's close frame, so it borrows a buffer instead of owning one.
+		WriteBufferPool: &s.gorillaBuffers,
 	}))
 	if s.cfg.Static != nil {
 		app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(s.cfg.Static), Index: "index.html"}))
@@ -246,7 +266,6 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		user:    c.Locals("user").(string),
 		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
-		buf:     make([]*streams.Entry, 0, batchSize),
 	}
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()
@@ -257,8 +276,10 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
 	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
 
+	sess.wire.conn = rawConn(c.Conn)
+	sess.wire.wait = s.cfg.WriteWait
 	if !s.track(sess) {
-		_ = sess.sendClose(websocket.CloseGoingAway, "server shutting down")
+		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
 		return
 	}
 	defer s.untrack(sess)
@@ -269,10 +290,11 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	defer release()
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	sub, err := s.hub.Subscribe(ctx, room, sess.kick)
+	sub, err := s.hub.Subscribe(ctx, room, sess.notify)
 	cancel()
 	if err != nil {
-		sess.giveUp("the room is unavailable right now; reconnect to try again", err)
+		sess.log.Warn("cannot serve the room", "err", err)
+		sess.refuse(websocket.CloseTryAgainLater, "redis unavailable", "the room is unavailable right now; reconnect to try again")
 		return
 	}
 	sess.sub = sub
@@ -282,7 +304,8 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
-	sess.kick() // the writer sends the history
+	sess.subscribed.Store(true) // after sess.sub is set: notify may kick now
+	sess.kick()                 // the writer sends the history
 	sess.readLoop()
 	sess.leavePresence()
 	sub.Close()
@@ -296,6 +319,7 @@ func (s *Server) track(sess *session) bool {
 		return false
 	}
 	s.sessions[sess] = struct{}{}
+	s.opened(sess)
 	s.running.Add(1)
 	return true
 }
@@ -303,6 +327,7 @@ func (s *Server) track(sess *session) bool {
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	s.closed(sess)
 	s.mu.Unlock()
 	s.running.Done()
 }

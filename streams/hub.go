@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -61,6 +62,7 @@ type Hub struct {
 	rooms map[string]*tailedRoom
 
 	stats HubStats
+	lag   prometheus.Histogram // tail read lag, see metrics.go
 }
 
 // HubStats counts what the hub did, for metrics and tests.
@@ -94,7 +96,7 @@ func NewHub(store *Store, blocking redis.UniversalClient, opt HubOptions) *Hub {
 		opt.Encode = func(string, *Entry) []byte { return nil }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Hub{store: store, blocking: blocking, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, rooms: map[string]*tailedRoom{}}
+	return &Hub{store: store, blocking: blocking, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, rooms: map[string]*tailedRoom{}, lag: newLagHistogram()}
 }
 
 // Stats returns the hub's counters.
@@ -356,6 +358,7 @@ func (h *Hub) tail(r *tailedRoom) {
 		}
 		backoff.reset()
 		h.stats.TailReads.Add(1)
+		read := time.Now()
 		batch = batch[:0]
 		events := h.takeEvents(r, res)
 		for _, st := range res {
@@ -372,6 +375,7 @@ func (h *Hub) tail(r *tailedRoom) {
 				batch = append(batch, &e)
 			}
 		}
+		h.observeLag(read, batch)
 		r.mu.Lock()
 		r.push(batch)
 		subs := r.subs

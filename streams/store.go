@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -73,6 +74,9 @@ type Store struct {
 	keys   Keys
 	maxLen int64
 	dedup  time.Duration
+	// appended counts the messages stored, for metrics.
+	appended atomic.Int64
+	batch    coalescer // concurrent appends share pipelines
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
@@ -110,49 +114,10 @@ return {id, 0}
 
 // Append stores m in the room and returns its ID. When m.ClientID was
 // already stored by the same user within the dedup window, it returns the
-// first ID and duplicate=true, and stores nothing.
+// first ID and duplicate=true, and stores nothing. Concurrent appends are
+// sent together in one pipeline.
 func (s *Store) Append(ctx context.Context, room string, m Message) (id ID, duplicate bool, err error) {
-	values := []any{"user", m.User, "message", m.Text}
-	if m.ClientID != "" {
-		values = append(values, "client_id", m.ClientID)
-	}
-	stream := s.keys.Messages(room)
-	var raw string
-	pipe := s.rdb.Pipeline()
-	if m.ClientID == "" {
-		args := &redis.XAddArgs{Stream: stream, Values: values}
-		if s.maxLen > 0 {
-			args.MaxLen, args.Approx = s.maxLen, true
-		}
-		add := pipe.XAdd(ctx, args)
-		s.touch(ctx, pipe, room)
-		_, execErr := pipe.Exec(ctx)
-		// Only the XADD's outcome matters (the rooms set is advisory), but a
-		// pipeline that never reached Redis reports only through execErr.
-		if err = cmdErr(add.Err(), add.Val() == "", execErr); err != nil {
-			return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
-		}
-		raw = add.Val()
-	} else {
-		keys := []string{stream, s.keys.Dedup(room, m.User, m.ClientID)}
-		args := append([]any{s.maxLen, s.dedup.Milliseconds()}, values...)
-		res, err := s.runScript(ctx, appendDedup, keys, args, func(p redis.Pipeliner) { s.touch(ctx, p, room) })
-		if err != nil {
-			return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
-		}
-		pair, ok := res.([]any)
-		if !ok || len(pair) != 2 {
-			return ID{}, false, fmt.Errorf("append to %s: unexpected reply %v", stream, res)
-		}
-		raw, _ = pair[0].(string)
-		dup, _ := pair[1].(int64)
-		duplicate = dup == 1
-	}
-	id, err = ParseID(raw)
-	if err != nil {
-		return ID{}, false, fmt.Errorf("append to %s: %w", stream, err)
-	}
-	return id, duplicate, nil
+	return s.appendCoalesced(ctx, room, m) // see appender.go
 }
 
 // touch records the room's activity in the rooms set. It is a separate

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/streams"
+)
+
+// newMetrics returns the registry served at /metrics with the Go and
+// process collectors and Redis timings and errors (hooks installed on both
+// clients); the handlers add theirs. Its own registry: no global state.
+func newMetrics(rdb, blocking redis.UniversalClient) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	rm := streams.NewRedisMetrics()
+	rdb.AddHook(rm.Hook())
+	blocking.AddHook(rm.BlockingHook())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), rm)
+	return reg
+}
+
+// checkPprofAddr accepts only a loopback address: profiles expose memory
+// contents and cost CPU, so they are never served to the network.
+func checkPprofAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return errors.New("want a loopback address such as 127.0.0.1:6060")
+	}
+	return nil
+}
+
+// servePprof serves net/http/pprof on its own loopback listener until ctx
+// ends. Off unless PPROF_ADDR is set.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on PPROF_ADDR=%s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("pprof is serving", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { _ = srv.Close() }, nil
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// scenarioFlags are the per-scenario knobs.
+type scenarioFlags struct {
+	subs     int
+	pubs     int
+	rate     float64
+	rooms    int
+	members  int
+	senders  int
+	entries  int
+	repeat   int
+	conns    int
+	hold     time.Duration
+	subsList string
+
+	wantP99   time.Duration
+	wantRate  float64
+	wantKB    float64
+	baseline  float64
+	wantRatio float64
+}
+
+// newLoad starts a load; it counts Redis commands only with -redis-commands.
+func newLoad(o *options, rdb redisClient) *load {
+	l := &load{opts: o, run: newRun(o.server)}
+	if o.redisCommands {
+		l.rdb = rdb
+	}
+	return l
+}
+
+// fanout: subs subscribers and pubs publishers in one room. The publishers'
+// own copies of the messages are read but not counted.
+func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
+	l := newLoad(o, rdb)
+	room := l.run.roomName(0)
+	res := &result{Scenario: "fanout", Params: map[string]any{"subscribers": f.subs, "publishers": f.pubs, "rate": rateParam(f.rate), "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
+	for range f.subs {
+		l.add(room, true)
+	}
+	for range f.pubs {
+		l.addPublisher(l.add(room, false), f.rate/float64(f.pubs))
+	}
+	if err := l.execute(ctx, res); err != nil {
+		return res, err
+	}
+	res.checkNoLoss()
+	res.checkP99(f.wantP99)
+	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
+	if f.baseline > 0 && len(res.Checks) > 0 {
+		// How much of Redis's bare append rate the server sustains while
+		// also delivering each message to every subscriber.
+		res.Checks[len(res.Checks)-1].Ratio = fmt.Sprintf("%.2f × XADD -c 50 in msgs/s", res.MessagesPerSec/f.baseline)
+	}
+	return res, nil
+}
+
+// rooms: rooms rooms of members members each; the first member of each room
+// publishes rate/rooms messages per second, and every member, the publisher
+// included, checks every message of its room.
+func rooms(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
+	l := newLoad(o, rdb)
+	res := &result{Scenario: "rooms", Params: map[string]any{"rooms": f.rooms, "members": f.members, "rate": rateParam(f.rate), "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
+	if f.rooms < 1 || f.members < 1 {
+		return res, fmt.Errorf("rooms: -rooms and -members must be at least 1")
+	}
+	for k := range f.rooms {
+		room := l.run.roomName(k)
+		for m := range f.members {
+			c := l.add(room, true)
+			if m == 0 {
+				l.addPublisher(c, f.rate/float64(f.rooms))
+			}
+		}
+	}
+	if err := l.execute(ctx, res); err != nil {
+		return res, err
+	}
+	res.checkNoLoss()
+	res.checkP99(f.wantP99)
+	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
+	return res, nil
+}
+
+// ingest: senders senders over rooms rooms (sender i in room i mod rooms),
+// each in closed loop; the figure is acknowledged sends per second. Each
+// sender also checks the messages of its room.
+func ingest(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
+	l := newLoad(o, rdb)
+	res := &result{Scenario: "ingest", Params: map[string]any{"senders": f.senders, "rooms": f.rooms, "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
+	if f.rooms < 1 || f.senders < 1 {
+		return res, fmt.Errorf("ingest: -senders and -rooms must be at least 1")
+	}
+	for i := range f.senders {
+		l.addPublisher(l.add(l.run.roomName(i%f.rooms), true), 0)
+	}
+	if err := l.execute(ctx, res); err != nil {
+		return res, err
+	}
+	res.checkNoLoss()
+	res.checkMin("acked sends/s", res.MessagesPerSec, f.wantRate, "/s")
+	if f.baseline > 0 {
+		want := f.wantRatio * f.baseline
+		res.Checks = append(res.Checks, check{
+			What: "acked sends/s vs redis-benchmark XADD -c 50", Target: fmt.Sprintf("≥ %.2f × %s/s", f.wantRatio, fmtRate(f.baseline)),
+			Measured: fmtRate(res.MessagesPerSec) + "/s", Ratio: fmt.Sprintf("%.2f × XADD -c 50", res.MessagesPerSec/f.baseline),
+			Pass: res.MessagesPerSec >= want,
+		})
+	}
+	return res, nil
+}
+
+func rateParam(r float64) any {
+	if r <= 0 {
+		return "closed loop"
+	}
+	return r
+}

@@ -1,0 +1,88 @@
+package handlers
+
+import (
+	"sync/atomic"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// serverStats are the WebSocket counters, kept with atomic adds on the hot
+// paths (one add per write pass, not per frame) and read at scrape time.
+type serverStats struct {
+	open        [2]atomic.Int64 // by dialect: 0 xroom, 1 compatible
+	opened      [2]atomic.Int64
+	delivered   atomic.Int64 // message frames written
+	writeErrors atomic.Int64
+	replay      prometheus.Histogram
+}
+
+var dialects = [2]string{"xroom", "compatible"}
+
+func dialect(compat bool) int {
+	if compat {
+		return 1
+	}
+	return 0
+}
+
+func newServerStats() *serverStats {
+	return &serverStats{replay: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "xroom_replay_entries",
+		Help:    "Entries replayed to a connection at join, before its ready frame.",
+		Buckets: []float64{0, 1, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000},
+	})}
+}
+
+// registerMetrics registers the server's and the hub's metrics with reg.
+func (s *Server) registerMetrics(reg prometheus.Registerer) {
+	st := s.stats
+	for i, d := range dialects {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "xroom_connections_open", Help: "WebSocket connections open now, by dialect.",
+				ConstLabels: prometheus.Labels{"dialect": d},
+			}, func() float64 { return float64(st.open[i].Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "xroom_connections_total", Help: "WebSocket connections accepted, by dialect.",
+				ConstLabels: prometheus.Labels{"dialect": d},
+			}, func() float64 { return float64(st.opened[i].Load()) }),
+		)
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "xroom_messages_delivered_total", Help: "Message frames written to WebSocket connections (live and replayed).",
+		}, func() float64 { return float64(st.delivered.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "xroom_websocket_write_errors_total", Help: "Writes to a WebSocket connection that failed (the connection is then closed).",
+		}, func() float64 { return float64(st.writeErrors.Load()) }),
+		st.replay,
+	)
+	reg.MustRegister(s.hub.Collectors()...)
+}
+
+// metricsHandler serves g in the Prometheus text format.
+func metricsHandler(g prometheus.Gatherer) fiber.Handler {
+	return adaptor.HTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+}
+
+// countFrames adds the frames the last pass wrote to the delivered count.
+func (s *session) countFrames(ok bool) {
+	if n := s.wire.frames; n > 0 {
+		s.wire.frames = 0
+		if ok {
+			s.srv.stats.delivered.Add(int64(n))
+		}
+	}
+}
+
+// opened and closed keep the connection gauges.
+func (s *Server) opened(sess *session) {
+	d := dialect(sess.compat)
+	s.stats.open[d].Add(1)
+	s.stats.opened[d].Add(1)
+}
+
+func (s *Server) closed(sess *session) { s.stats.open[dialect(sess.compat)].Add(-1) }

@@ -1,0 +1,229 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// appendWait bounds one coalesced pipeline when no caller gave a deadline.
+	appendWait = 10 * time.Second
+	// maxBatchesInFlight: up to this many appends (or batches) go to Redis
+	// at once, each on its own connection, so a light load waits for no
+	// one; beyond it, appends queue and share the next pipeline.
+	maxBatchesInFlight = 4
+)
+
+// coalescer turns concurrent appends into shared pipelines (group commit):
+// a caller sends its own append at once while fewer than
+// maxBatchesInFlight are in flight; callers beyond that queue up, and when
+// a batch returns, the first of them sends the whole queue as one pipeline. Redis and this process then pay one round trip
+// (two system calls on each side) per batch instead of per message, and
+// the rooms set is touched once per room per batch. With Redis Cluster,
+// go-redis splits the pipeline by node.
+type coalescer struct {
+	mu       sync.Mutex
+	queue    []*appendCall
+	inFlight int // leaders sending a batch
+}
+
+type appendCall struct {
+	ctx  context.Context
+	room string
+	m    Message
+	id   ID
+	dup  bool
+	err  error
+	lead bool          // woken to send the next batch
+	done chan struct{} // cap 1: signalled once the call has a result, or is to lead
+	// set when the call is sent
+	add  *redis.StringCmd
+	eval *redis.Cmd
+}
+
+var callPool = sync.Pool{New: func() any { return &appendCall{done: make(chan struct{}, 1)} }}
+
+// appendCoalesced is Append through the coalescer.
+func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return ID{}, false, fmt.Errorf("append to %s: %w", s.keys.Messages(room), err)
+	}
+	c := callPool.Get().(*appendCall)
+	c.ctx, c.room, c.m = ctx, room, m
+	b := &s.batch
+	b.mu.Lock()
+	if b.inFlight >= maxBatchesInFlight {
+		b.queue = append(b.queue, c)
+		b.mu.Unlock()
+		<-c.done // bounded: the batch before ours and ours each have a deadline
+	} else {
+		b.inFlight++
+		b.mu.Unlock()
+		c.lead = true
+	}
+	if c.lead {
+		s.sendBatch(c)
+	}
+	id, dup, err := c.id, c.dup, c.err
+	*c = appendCall{done: c.done}
+	callPool.Put(c)
+	return id, dup, err
+}
+
+// sendBatch sends the leader's own call and every queued one in one
+// pipeline, then hands the lead to the first caller queued meanwhile. A
+// call is signalled once: with its result, or to lead (then it is no
+// longer in the queue, and sends itself).
+func (s *Store) sendBatch(self *appendCall) {
+	b := &s.batch
+	b.mu.Lock()
+	calls := append(b.queue, self)
+	b.queue = make([]*appendCall, 0, len(calls))
+	b.mu.Unlock()
+
+	s.appendAll(calls)
+
+	for _, c := range calls {
+		if c != self {
+			c.done <- struct{}{}
+		}
+	}
+	b.mu.Lock()
+	if len(b.queue) > 0 {
+		next := b.queue[0]
+		b.queue = b.queue[1:]
+		next.lead = true
+		next.done <- struct{}{}
+	} else {
+		b.inFlight--
+	}
+	b.mu.Unlock()
+}
+
+// batchContext is the context of a batch: no caller's deadline is cut short.
+func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, c := range calls {
+		d, ok := c.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(appendWait)
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(context.Background(), latest)
+}
+
+// appendAll stores calls in one pipeline and sets each call's result.
+func (s *Store) appendAll(calls []*appendCall) {
+	ctx, cancel := batchContext(calls)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	touched := make(map[string]bool, 1)
+	sent := 0
+	for _, c := range calls {
+		if err := c.ctx.Err(); err != nil { // its caller gave up while queued
+			c.err = fmt.Errorf("append to %s: %w", s.keys.Messages(c.room), err)
+			continue
+		}
+		sent++
+		s.queueAppend(ctx, pipe, c, false)
+		if !touched[c.room] {
+			touched[c.room] = true
+			s.touch(ctx, pipe, c.room)
+		}
+	}
+	if sent == 0 {
+		return
+	}
+	_, execErr := pipe.Exec(ctx) // each append's own outcome is what counts; the rooms set is advisory
+	var again []*appendCall
+	for _, c := range calls {
+		if c.add == nil && c.eval == nil {
+			continue // not sent
+		}
+		if c.eval != nil && redis.HasErrorPrefix(c.eval.Err(), "NOSCRIPT") {
+			again = append(again, c)
+			continue
+		}
+		s.appendResult(c, execErr)
+	}
+	if len(again) > 0 {
+		// Redis forgot the script (restart, failover, SCRIPT FLUSH): send it whole.
+		pipe := s.rdb.Pipeline()
+		for _, c := range again {
+			s.queueAppend(ctx, pipe, c, true)
+		}
+		_, execErr := pipe.Exec(ctx)
+		for _, c := range again {
+			s.appendResult(c, execErr)
+		}
+	}
+}
+
+// queueAppend adds one append to pipe: a plain XADD, or with a client_id
+// the dedup script (by SHA, or whole when withSource).
+func (s *Store) queueAppend(ctx context.Context, pipe redis.Pipeliner, c *appendCall, withSource bool) {
+	m := c.m
+	values := []any{"user", m.User, "message", m.Text}
+	if m.ClientID != "" {
+		values = append(values, "client_id", m.ClientID)
+	}
+	stream := s.keys.Messages(c.room)
+	if m.ClientID == "" {
+		args := &redis.XAddArgs{Stream: stream, Values: values}
+		if s.maxLen > 0 {
+			args.MaxLen, args.Approx = s.maxLen, true
+		}
+		c.add = pipe.XAdd(ctx, args)
+		return
+	}
+	keys := []string{stream, s.keys.Dedup(c.room, m.User, m.ClientID)}
+	args := append([]any{s.maxLen, s.dedup.Milliseconds()}, values...)
+	if withSource {
+		c.eval = appendDedup.Eval(ctx, pipe, keys, args...)
+	} else {
+		c.eval = appendDedup.EvalSha(ctx, pipe, keys, args...)
+	}
+}
+
+// appendResult reads one append's reply into c.
+func (s *Store) appendResult(c *appendCall, execErr error) {
+	stream := s.keys.Messages(c.room)
+	var raw string
+	if c.add != nil {
+		if err := cmdErr(c.add.Err(), c.add.Val() == "", execErr); err != nil {
+			c.err = fmt.Errorf("append to %s: %w", stream, err)
+			return
+		}
+		raw = c.add.Val()
+	} else {
+		res := c.eval.Val()
+		if err := cmdErr(c.eval.Err(), res == nil, execErr); err != nil {
+			c.err = fmt.Errorf("append to %s: %w", stream, err)
+			return
+		}
+		pair, ok := res.([]any)
+		if !ok || len(pair) != 2 {
+			c.err = fmt.Errorf("append to %s: unexpected reply %v", stream, res)
+			return
+		}
+		raw, _ = pair[0].(string)
+		dup, _ := pair[1].(int64)
+		c.dup = dup == 1
+	}
+	id, err := ParseID(raw)
+	if err != nil {
+		c.err = fmt.Errorf("append to %s: %w", stream, err)
+		return
+	}
+	c.id = id
+	if !c.dup {
+		s.appended.Add(1)
+	}
+}
