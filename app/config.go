@@ -12,6 +12,7 @@ import (
 
 	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/handlers"
 )
@@ -243,5 +244,13 @@ func (c config) redisOptions() (*redis.UniversalOptions, error) {
 	// Without it go-redis ignores context deadlines on reads, and a stalled
 	// Redis would hang a send for the full read timeout and its retries.
 	opts.ContextTimeoutEnabled = true
+	// No CLIENT SETINFO on each new connection: Redis before 7.2 answers it
+	// with an error, which would show as a Redis error in the metrics and in
+	// INFO errorstats, and it costs a round trip per connection. CLIENT LIST
+	// still names the connections (ClientName).
+	opts.DisableIdentity = true
+	// Likewise CLIENT MAINT_NOTIFICATIONS (a Redis Enterprise feature that
+	// go-redis tries by default): an error reply from open-source Redis.
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return &opts, nil
 }

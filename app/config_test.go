@@ -306,7 +306,7 @@ func TestRedisOptions(t *testing.T) {
 	if k := clientKind(t, o); k != "single" || !reflect.DeepEqual(o.Addrs, []string{"127.0.0.1:6390"}) || o.TLSConfig != nil {
 		t.Errorf("one URL: %s %v tls=%v", k, o.Addrs, o.TLSConfig)
 	}
-	if o.ClientName != "xroom" || !o.ContextTimeoutEnabled {
+	if o.ClientName != "xroom" || !o.ContextTimeoutEnabled || !o.DisableIdentity || o.MaintNotificationsConfig == nil || o.MaintNotificationsConfig.Mode != "disabled" {
 		t.Errorf("ClientName %q ContextTimeoutEnabled %v", o.ClientName, o.ContextTimeoutEnabled)
 	}
 	// REDIS_POOL_SIZE is a hard cap on the connections.

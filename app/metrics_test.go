@@ -55,6 +55,12 @@ func TestRunServesMetricsAndPprof(t *testing.T) {
 		}
 	}
 
+	// A healthy run has no Redis errors: not even the CLIENT SETINFO that
+	// Redis before 7.2 refuses on every new connection (DisableIdentity).
+	if _, body := httpGet(t, r.base+"/metrics"); regexp.MustCompile(`xroom_redis_errors_total\{[^}]*\} [1-9]`).MatchString(body) {
+		t.Errorf("Redis errors in a healthy run:\n%s", regexp.MustCompile(`(?m)^xroom_redis_errors_total.*$`).FindAllString(body, -1))
+	}
+
 	pprofURL := r.out.waitFor(t, regexp.MustCompile(`msg="pprof is serving" url=(http://127\.0\.0\.1:\d+/debug/pprof/)`), r.done)[1]
 	if status, body := httpGet(t, pprofURL+"goroutine?debug=1"); status != 200 || !strings.Contains(body, "goroutine profile") {
 		t.Fatalf("pprof: %d %.200s", status, body)

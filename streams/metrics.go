@@ -91,9 +91,11 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
-// failed tells a Redis failure from an empty reply or a caller that went away.
+// failed tells a Redis failure from an empty reply, a caller that went away,
+// or NOSCRIPT: the first EVALSHA after a start, restart or SCRIPT FLUSH,
+// answered by sending the script itself (Store.runScript).
 func failed(err error) bool {
-	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled)
+	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) && !redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // lagBuckets span a healthy tail (under a millisecond) to a stalled one.
