@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
@@ -606,4 +607,64 @@ func TestBrowserPresenceInABigRoom(t *testing.T) {
 		/and more/.test(document.querySelector("#members-list").textContent) &&
 		document.querySelector("#members-list .member.self") !== null`)
 	bob.screenshot("room")
+}
+
+// With AUTH_SECRET set, the page opened with ?token= takes its name from the
+// token, sends the token on every request (WebSocket, rooms, older history)
+// and works as without authentication: chat, history after a reload, and
+// older pages.
+func TestBrowserWithAuthToken(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef-browser"
+	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": secret, "HISTORY_ON_JOIN": "5"})
+	const room = "team-auth"
+	getenv := func(k string) string {
+		if k == "AUTH_SECRET" {
+			return secret
+		}
+		if k == "ENV_FILE" {
+			return "/dev/null"
+		}
+		return ""
+	}
+	mint := func(sub string) string {
+		tok, err := mintFromEnv(getenv, sub, "team-*", time.Hour, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	for i := 1; i <= 12; i++ {
+		publish(t, p.base, room, "ops", fmt.Sprintf("earlier %02d", i))
+	}
+	b := startBrowser(t)
+	alice := b.open("alice", p.base+"/?token="+mint("alice")+"#room="+room)
+	var name string
+	var readOnly bool
+	alice.do("the form", chromedp.WaitVisible(chromedp.CSS("#user")))
+	alice.mustEval(`document.querySelector("#user").value`, &name)
+	alice.mustEval(`document.querySelector("#user").readOnly`, &readOnly)
+	if name != "alice" || !readOnly {
+		t.Fatalf("name field %q (read-only %v), want the token's alice", name, readOnly)
+	}
+	alice.do("join", chromedp.SetValue(chromedp.CSS("#room"), room), chromedp.Click(chromedp.CSS("#join-btn")))
+	alice.waitConnected()
+	alice.waitSettled("earlier 12")
+	// The lobby and older history come through the API, which needs the token too.
+	alice.waitFor("the room in the lobby", `[...document.querySelectorAll("#rooms-list button")].some((b) => b.dataset.room === `+jsString(room)+`)`)
+	var clicked bool
+	alice.mustEval(`document.querySelector("#log").scrollTop = 0; document.querySelector("#older")?.click(); true`, &clicked)
+	alice.waitSettled("earlier 01")
+
+	bob := b.open("bob", p.base+"/?token="+mint("bob")+"#room="+room)
+	bob.do("join", chromedp.WaitVisible(chromedp.CSS("#join-btn")), chromedp.Click(chromedp.CSS("#join-btn")))
+	bob.waitConnected()
+	bob.do("type", chromedp.SendKeys(chromedp.CSS("#text"), "signed in"))
+	bob.do("send", pressEnter(false))
+	alice.waitSettled("signed in")
+	for _, r := range alice.rows() {
+		if r.Text == "signed in" && r.User != "bob" {
+			t.Fatalf("bob's message shows as from %q", r.User)
+		}
+	}
+	alice.screenshot("room")
 }

@@ -7,7 +7,7 @@ import {
   hashForRoom, idTime, isNewId, isPolicyClose, isValidId, isValidRoom, isValidUser,
   nextId, normalizeUser, olderMessages, olderPageUrl, outboxPrefix, outboxRecord, roomFromLocation,
   savedOutbox, shouldSendTyping,
-  sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length, TYPING_SHOW_MS,
+  sortedMembers, titleFor, tokenFromSearch, tokenSubject, apiHeaders, typingText, utf8Length, TYPING_SHOW_MS,
 } from "./logic.js";
 
 const SUBPROTOCOL = "xroom.v1";
@@ -23,6 +23,8 @@ const REFUSALS = new Set(["bad_json", "bad_utf8", "bad_client_id", "empty", "too
 const RETRY_UNAVAILABLE_MS = 2000;
 // Passed on to the WebSocket when the page was opened with ?token=.
 const TOKEN = tokenFromSearch(location.search);
+// With a token the server takes the name from it (and refuses another one).
+const TOKEN_USER = tokenSubject(TOKEN);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -502,7 +504,7 @@ async function loadOlder(s) {
   showOlderState(s);
   try {
     const res = await fetch(olderPageUrl(s.room, s.oldestId, OLDER_PAGE), {
-      headers: { Accept: "application/json" }, signal: ctl.signal,
+      headers: apiHeaders(TOKEN), signal: ctl.signal,
     });
     const body = await res.json().catch(() => null);
     if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
@@ -719,7 +721,7 @@ async function loadRooms() {
   roomsFetch?.abort();
   const ctl = (roomsFetch = new AbortController());
   try {
-    const res = await fetch("/api/rooms", { headers: { Accept: "application/json" }, signal: ctl.signal });
+    const res = await fetch("/api/rooms", { headers: apiHeaders(TOKEN), signal: ctl.signal });
     const body = await res.json().catch(() => null);
     if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
     lastRooms = Array.isArray(body?.rooms) ? body.rooms : [];
@@ -782,6 +784,12 @@ function init() {
     ui.user.value = localStorage.getItem(USER_KEY) || "";
   } catch {
     // no storage: start empty
+  }
+  if (TOKEN_USER) {
+    // The token names the user: show that name, and keep it.
+    ui.user.value = TOKEN_USER;
+    ui.user.readOnly = true;
+    ui.user.title = "the name in your sign-in token";
   }
   ui.join.addEventListener("submit", (e) => {
     e.preventDefault();

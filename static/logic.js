@@ -88,6 +88,31 @@ export function tokenFromSearch(search) {
   return t ? t : null;
 }
 
+/**
+ * The user a token names (its `sub` claim), read without checking the
+ * signature: the server checks it, the page only needs the name to show.
+ * null when the token is not a readable JWT.
+ */
+export function tokenSubject(token) {
+  try {
+    const part = String(token || "").split(".")[1];
+    if (!part) return null;
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const sub = JSON.parse(new TextDecoder().decode(bytes)).sub;
+    return typeof sub === "string" && sub !== "" ? sub : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Request headers for the HTTP API: JSON, and the token when there is one. */
+export function apiHeaders(token) {
+  const h = { Accept: "application/json" };
+  if (token) h.Authorization = `Bearer ${token}`;
+  return h;
+}
+
 /** The hash that names a room, for sharing and reload. */
 export function hashForRoom(room) {
   return "#" + new URLSearchParams({ room }).toString();

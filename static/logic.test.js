@@ -6,7 +6,7 @@ import {
   Outbox, TYPING_SEND_MS, TYPING_SHOW_MS, activeTypers, applyPresence, backoffDelay, chatUrl,
   compareIds, outboxPrefix, outboxRecord, savedOutbox, formatAgo, formatHHMM, formatWhen, nextId, hashForRoom, idTime, isNewId, isPolicyClose, isValidId,
   isValidRoom, isValidUser, newClientId, normalizeUser, olderMessages, olderPageUrl, roomFromHash,
-  roomFromLocation, shouldSendTyping, sortedMembers, titleFor, tokenFromSearch, typingText, utf8Length,
+  roomFromLocation, shouldSendTyping, sortedMembers, titleFor, tokenFromSearch, tokenSubject, apiHeaders, typingText, utf8Length,
 } from "./logic.js";
 
 test("compareIds orders by (ms, seq) as numbers", () => {
@@ -267,4 +267,14 @@ test("outbox: unsent messages survive a reload, with their client_id", () => {
   assert.deepEqual(box.restore("junk"), []);
   assert.equal(box.restore(saved).length, 0, "already there");
   assert.notEqual(outboxPrefix("a.b", "c"), outboxPrefix("a", "b.c"));
+});
+
+test("tokenSubject reads sub from a JWT without checking it, and apiHeaders sends the token", () => {
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const tok = `${enc({ alg: "HS256", typ: "JWT" })}.${enc({ sub: "ünï<b>", exp: 1 })}.sig`;
+  assert.equal(tokenSubject(tok), "ünï<b>");
+  assert.equal(tokenSubject(`${enc({ alg: "HS256" })}.${enc({ exp: 1 })}.sig`), null);
+  for (const bad of [null, "", "abc", "a.%%%.c", "a.bm90IGpzb24.c"]) assert.equal(tokenSubject(bad), null);
+  assert.deepEqual(apiHeaders(null), { Accept: "application/json" });
+  assert.deepEqual(apiHeaders("t.o.k"), { Accept: "application/json", Authorization: "Bearer t.o.k" });
 });
