@@ -115,8 +115,12 @@ func (s *Store) heads(ctx context.Context, room string) (messages, events ID, er
 	pipe := s.rdb.Pipeline()
 	m := pipe.XRevRangeN(ctx, s.keys.Messages(room), "+", "-", 1)
 	e := pipe.XRevRangeN(ctx, s.keys.Events(room), "+", "-", 1)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Zero, Zero, fmt.Errorf("read the heads of %s: %w", room, err)
+	_, _ = pipe.Exec(ctx)
+	if err := m.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return Zero, Zero, fmt.Errorf("read the head of %s: %w", room, err)
+	}
+	if err := e.Err(); err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+		return Zero, Zero, fmt.Errorf("read the events head of %s: %w", room, err)
 	}
 	last := func(c *redis.XMessageSliceCmd) ID {
 		if len(c.Val()) == 0 {
@@ -127,3 +131,7 @@ func (s *Store) heads(ctx context.Context, room string) (messages, events ID, er
 	}
 	return last(m), last(e), nil
 }
+
+// isWrongType tells that a key holds another type than the command wants,
+// e.g. an events key overwritten by hand with SET.
+func isWrongType(err error) bool { return redis.HasErrorPrefix(err, "WRONGTYPE") }

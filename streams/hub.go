@@ -329,16 +329,21 @@ func (h *Hub) tail(r *tailedRoom) {
 	}
 	backoff.reset()
 	// One XREAD for both streams: the room's keys share a hash slot.
-	args := &redis.XReadArgs{Streams: []string{r.key, r.events.key, "", ""}, Count: int64(h.opt.ReadCount), Block: h.opt.Block}
+	args := &redis.XReadArgs{Count: int64(h.opt.ReadCount), Block: h.opt.Block}
+	withEvents := true
 	var batch []*Entry
 	for {
 		if h.leaveIfIdle(r) {
 			return
 		}
 		r.mu.RLock()
-		args.Streams[2] = r.head.String()
+		head := r.head.String()
 		r.mu.RUnlock()
-		args.Streams[3] = r.events.head.String()
+		if withEvents {
+			args.Streams = append(args.Streams[:0], r.key, r.events.key, head, r.events.head.String())
+		} else {
+			args.Streams = append(args.Streams[:0], r.key, head)
+		}
 		res, err := h.blocking.XRead(h.ctx, args).Result()
 		if err != nil {
 			if h.ctx.Err() != nil {
@@ -347,6 +352,14 @@ func (h *Hub) tail(r *tailedRoom) {
 			}
 			if errors.Is(err, redis.Nil) {
 				continue // the block timed out: nothing new
+			}
+			if withEvents && isWrongType(err) {
+				// Someone made the events key something else than a stream
+				// (redis-cli SET ...): messages must go on. Presence events
+				// stop for this room until its tail starts again.
+				withEvents = false
+				log.Warn("a key of the room is not a stream; tailing its messages without presence events", "events_key", r.events.key, "err", err)
+				continue
 			}
 			h.stats.TailErrors.Add(1)
 			log.Warn("tail read failed; retrying", "err", err)

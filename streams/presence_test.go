@@ -476,3 +476,36 @@ func TestPresenceBigRoomGetsNoEventsAndAPartialList(t *testing.T) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 }
+
+// A room whose events key was overwritten by hand (SET) keeps delivering
+// its messages: the tail drops the events stream, not the room.
+func TestHubKeepsMessagesWhenTheEventsKeyIsNotAStream(t *testing.T) {
+	h := newHubEnv(t, streams.HubOptions{Block: 200 * time.Millisecond})
+	for _, early := range []bool{true, false} {
+		room := fmt.Sprintf("wrongtype-%v", early)
+		key := h.store.Keys().Events(room)
+		if early { // before the tail starts: its first read of the heads sees it
+			if err := h.rdb.Set(ctx10(t), key, "oops", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := h.subscribe(room)
+		if !early { // while tailing
+			if err := h.rdb.Set(ctx10(t), key, "oops", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var last streams.ID
+		for i := range 3 {
+			id, _, err := h.store.Append(ctx10(t), room, streams.Message{User: "u", Text: fmt.Sprint("m", i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = id
+		}
+		s.readUntil(last, 10)
+		if len(s.got) != 3 {
+			t.Fatalf("early=%v: got %d messages, want 3", early, len(s.got))
+		}
+	}
+}
