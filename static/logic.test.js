@@ -1,4 +1,4 @@
-// Unit tests of the client's pure helpers: `node --test static/`.
+// Unit tests of the client's pure helpers: `node --test static/*.test.js`.
 // Not embedded (static.go lists the served files by name).
 import assert from "node:assert/strict";
 import { test } from "node:test";
