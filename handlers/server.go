@@ -4,7 +4,6 @@ package handlers
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -190,7 +189,7 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 		}
 		c.Locals("since", since)
 	}
-	user := "anon-" + randomSuffix()
+	user := "anon-" + streams.RandomName(4)
 	if args.Has("user") {
 		user = string(args.Peek("user"))
 		if !ValidUser(user) {
@@ -243,16 +242,6 @@ func (s *Server) originAllowed(c *fiber.Ctx) bool {
 	}
 	u, err := url.Parse(origin)
 	return err == nil && strings.EqualFold(u.Host, string(c.Request().Host()))
-}
-
-func randomSuffix() string {
-	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = letters[int(b[i])%len(letters)]
-	}
-	return string(b[:])
 }
 
 // serveWS runs one WebSocket session: it subscribes to the room, starts the

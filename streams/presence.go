@@ -203,7 +203,7 @@ func (p *Presence) Options() PresenceOptions { return p.opt }
 // member name, for Leave. The connection is registered locally even when
 // Redis fails (the error is returned for logging): the next heartbeat adds it.
 func (p *Presence) Join(ctx context.Context, room, user string) (string, error) {
-	member := user + ":" + connID()
+	member := user + ":" + RandomName(8)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -359,15 +359,16 @@ func MemberUser(member string) string {
 	return member
 }
 
-// connID names one connection: 8 characters from [a-z0-9].
-func connID() string {
+// RandomName is n random characters from [a-z0-9]: a connection's ID in
+// presence members, an anonymous user's suffix.
+func RandomName(n int) string {
 	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
-	var b [8]byte
-	_, _ = rand.Read(b[:])
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
 	for i := range b {
 		b[i] = letters[int(b[i])%len(letters)]
 	}
-	return string(b[:])
+	return string(b)
 }
 
 func (p *Presence) loop() {
