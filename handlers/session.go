@@ -174,6 +174,12 @@ func (s *session) writePass(w wants) (more bool, err error) {
 	// the Redis read then.
 	buf := s.wire.entries() // pooled: an idle connection holds none
 	entries, next, err := s.sub.Next(s.ctx, s.cursor, buf)
+	if err == nil && !s.ready && len(entries) == 0 && next == s.cursor && s.cursor.Less(s.readyAt) {
+		// The buffer has nothing newer, yet the replay is not done: the
+		// tail may be behind (Redis says), or the stream was reset (Redis
+		// has nothing after the cursor: the history ends here).
+		entries, next, err = s.sub.Read(s.ctx, s.cursor, buf)
+	}
 	if err != nil {
 		s.log.Warn("reading the room failed; retrying", "err", err)
 		time.AfterFunc(retryDelay, s.kick)
@@ -235,12 +241,12 @@ func (s *session) join(ctx context.Context) error {
 		if err := s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()}); err != nil {
 			return err
 		}
-		return s.limitReplay(ctx)
+		return s.replayFrom(ctx)
 	}
 	if s.hasSince {
 		s.cursor = s.since
 		if s.since.IsZero() {
-			return s.limitReplay(ctx)
+			return s.replayFrom(ctx)
 		}
 		gap, oldest, err := store.Gap(ctx, s.room, s.since)
 		if err != nil {
@@ -251,7 +257,7 @@ func (s *session) join(ctx context.Context) error {
 				return err
 			}
 		}
-		return s.limitReplay(ctx)
+		return s.replayFrom(ctx)
 	}
 	n := s.srv.cfg.HistoryOnJoin
 	if n == 0 {
@@ -274,6 +280,21 @@ func (s *session) join(ctx context.Context) error {
 		s.cursor = e.ID
 	}
 	return nil
+}
+
+// replayFrom sets up a replay from s.cursor: up to the stream's newest entry
+// in Redis, not only as far as the room's tail has read, so that all the
+// client missed comes before ready however far behind the tail is; and no
+// more than MAX_REPLAY entries.
+func (s *session) replayFrom(ctx context.Context) error {
+	last, err := s.srv.hub.Store().Last(ctx, s.room)
+	if err != nil {
+		return err
+	}
+	if s.readyAt.Less(last) {
+		s.readyAt = last
+	}
+	return s.limitReplay(ctx)
 }
 
 // drainControl writes the acks and errors waiting in the queue.

@@ -507,3 +507,22 @@ func TestTrailingSlashIsOptional(t *testing.T) {
 		t.Fatalf("got %+v", f)
 	}
 }
+
+// A replay is complete before ready even when the room's tail is behind:
+// the entries the tail has not read yet come from Redis, not after ready.
+func TestReplayIsCompleteWhileTheTailIsBehind(t *testing.T) {
+	ts := startServer(t, func(o *options) { o.hub.ReadCount = 1 }) // a tail that reads one entry at a time
+	for round := range 3 {
+		room := fmt.Sprint("lag", round)
+		keep := ts.dial(room, "user=keep", true) // holds the room's tail
+		keep.expect("ready")
+		missed := ts.append(room, "u", 200)
+		c := ts.dial(room, "since=0", true)
+		if got := ids(c.messages(200)); !equal(got, missed) {
+			t.Fatalf("replay = %d entries, want the 200 appended", len(got))
+		}
+		if r := c.expect("ready"); r.LastID != missed[199] {
+			t.Fatalf("ready.last_id = %s, want %s", r.LastID, missed[199])
+		}
+	}
+}

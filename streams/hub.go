@@ -267,6 +267,26 @@ func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*En
 	return dst, es[len(es)-1].ID, nil
 }
 
+// Read is Next without the buffer: up to cap(dst) entries after cursor,
+// straight from Redis, and the new cursor (cursor itself when Redis has
+// nothing newer). A joining connection uses it when the buffer has nothing
+// for it yet but the replay is not done: the room's tail may not have read
+// that far, and only Redis can tell that from a stream that was reset.
+func (s *Subscription) Read(ctx context.Context, cursor ID, dst []*Entry) ([]*Entry, ID, error) {
+	dst = dst[:0]
+	ctx, cancel := context.WithTimeout(ctx, s.hub.opt.CatchUpTimeout)
+	defer cancel()
+	es, err := s.hub.store.Range(ctx, s.room.name, cursor, max(cap(dst), 1))
+	if err != nil || len(es) == 0 {
+		return dst, cursor, err
+	}
+	for i := range es {
+		s.hub.Encode(s.room.name, &es[i])
+		dst = append(dst, &es[i])
+	}
+	return dst, es[len(es)-1].ID, nil
+}
+
 // after appends to dst up to max ring entries newer than cursor. r.mu must be held.
 func (r *tailedRoom) after(cursor ID, dst []*Entry, max int) []*Entry {
 	// Binary search for the first entry newer than cursor.
