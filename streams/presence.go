@@ -89,12 +89,23 @@ end
 // expiry ms, ttl ms, sweep limit, members...
 var refreshScript = redis.NewScript(presenceLua + `
 local joins, leaves = 0, 0
-for i = 7, #ARGV do
-  local m = ARGV[i]
-  if redis.call('ZADD', KEYS[1], ARGV[4], m) == 1 then
-    local u = user(m)
-    if redis.call('HINCRBY', KEYS[2], u, 1) == 1 then
-      joins = joins + event('join', u)
+if #ARGV >= 7 then
+  -- One ZMSCORE and one ZADD for all the members, not one ZADD each: a
+  -- heartbeat costs Redis a few commands per room, however many are in it.
+  local members = {unpack(ARGV, 7)}
+  local known = redis.call('ZMSCORE', KEYS[1], unpack(members))
+  local args = {}
+  for _, m in ipairs(members) do
+    args[#args + 1] = ARGV[4]
+    args[#args + 1] = m
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
+  for i, m in ipairs(members) do
+    if not known[i] then -- new here: its user's first live connection joins
+      local u = user(m)
+      if redis.call('HINCRBY', KEYS[2], u, 1) == 1 then
+        joins = joins + event('join', u)
+      end
     end
   end
 end
