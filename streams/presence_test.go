@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -213,9 +214,29 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	hook.cmds.Store(0)
 	hook.pipes.Store(0)
+	zadds := func() int {
+		if !srv.Real {
+			return 0 // miniredis keeps no command statistics
+		}
+		info, err := e.rdb.Info(ctx10(t), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`cmdstat_zadd:calls=(\d+)`).FindStringSubmatch(info)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	before := zadds()
 	p.Heartbeat(context.Background())
 	if c, pp := hook.cmds.Load(), hook.pipes.Load(); c != 0 || pp != 1 {
 		t.Fatalf("one heartbeat of 730 connections in 2 rooms: %d single commands and %d pipelines, want 0 and 1", c, pp)
+	}
+	// Inside the scripts too: a ZADD per chunk of a room, not per member.
+	if n := zadds() - before; srv.Real && n > 3 {
+		t.Fatalf("one heartbeat of 730 connections in 2 rooms ran %d ZADDs in Redis, want at most 3 (one per script call)", n)
 	}
 	for m, s := range scores("big") {
 		if s <= old[m] {
