@@ -15,7 +15,7 @@ import (
 func (s *session) resume(ctx context.Context) error {
 	s.cursor = s.since
 	if s.since.IsZero() {
-		return s.startReplay(ctx)
+		return s.startReplay(ctx, nil)
 	}
 	h, err := s.srv.hub.Store().History(ctx, s.room)
 	if err != nil {
@@ -29,7 +29,7 @@ func (s *session) resume(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.startReplay(ctx)
+	return s.startReplay(ctx, &h)
 }
 
 // restart replays the room from its oldest retained entry, after a gap of
@@ -39,16 +39,18 @@ func (s *session) restart(ctx context.Context, oldest streams.ID) error {
 	if err := s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()}); err != nil {
 		return err
 	}
-	return s.startReplay(ctx)
+	return s.startReplay(ctx, nil)
 }
 
-// startReplay caps the replay (limitReplay); what may be missing before the
-// cursor is settled then, so the first catch-up read does not announce it again.
-func (s *session) startReplay(ctx context.Context) error {
+// startReplay caps the replay (limitReplay). What may be missing before the
+// cursor is settled then (judged by seen; nil: nothing can be, the replay
+// starts at the oldest entry), so the first catch-up read announces only
+// what was trimmed after that.
+func (s *session) startReplay(ctx context.Context, seen *streams.History) error {
 	if err := s.limitReplay(ctx); err != nil {
 		return err
 	}
-	s.sub.GapChecked(s.cursor)
+	s.sub.GapChecked(s.cursor, seen)
 	return nil
 }
 

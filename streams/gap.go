@@ -66,6 +66,12 @@ func (h History) Trimmed(since ID) bool {
 	return gap || since.Less(h.maxDeleted)
 }
 
+// sameRemovals reports whether nothing was trimmed or deleted between o
+// and h: trimming moves the oldest entry, XDEL after it the max deleted ID.
+func (h History) sameRemovals(o *History) bool {
+	return h.Oldest == o.Oldest && h.maxDeleted == o.maxDeleted
+}
+
 // Beyond reports whether id is newer than any ID the stream has handed
 // out: a position in some other history than the room's current one.
 func (h History) Beyond(id ID) bool { return h.hasLast && h.Last.Less(id) }
@@ -76,14 +82,20 @@ func (h History) Beyond(id ID) bool { return h.hasLast && h.Last.Less(id) }
 type catchUpGap struct {
 	found   bool
 	oldest  ID
-	checked ID // a catch-up read from here is not checked (GapChecked)
+	checked ID // a catch-up read from here is judged against seen (GapChecked)
 	settled bool
+	seen    *History
 }
 
 // GapChecked tells the subscription that the caller has already dealt
-// with what may be missing after at (a join's own gap check): a catch-up
-// read from at does not look again, so one gap is not announced twice.
-func (s *Subscription) GapChecked(at ID) { s.gap.checked, s.gap.settled = at, true }
+// with what may be missing after at (a join's own gap check), so that one
+// gap is not announced twice. seen is the History the caller judged by: a
+// catch-up read from at reports a gap only if entries were removed since
+// (trimming between the caller's look and the read). A nil seen means
+// nothing before at can be missing (a replay from the oldest entry).
+func (s *Subscription) GapChecked(at ID, seen *History) {
+	s.gap.checked, s.gap.settled, s.gap.seen = at, true, seen
+}
 
 // Gap reports, once, whether the last Next skipped entries that were
 // trimmed or deleted from Redis before they could be read, and the oldest
@@ -100,14 +112,15 @@ func (s *Subscription) Gap() (oldest ID, ok bool) {
 // costs one XINFO per catch-up read (a page of up to cap(dst) entries),
 // never on reads served from memory.
 func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) error {
-	if s.gap.settled && s.gap.checked == cursor {
+	checked := s.gap.settled && s.gap.checked == cursor
+	if checked && s.gap.seen == nil {
 		return nil
 	}
 	h, err := s.hub.store.History(ctx, s.room.name)
 	if err != nil {
 		return err
 	}
-	if !h.Trimmed(cursor) {
+	if !h.Trimmed(cursor) || checked && h.sameRemovals(s.gap.seen) {
 		return nil
 	}
 	s.gap.found, s.gap.oldest = true, h.Oldest

@@ -81,14 +81,41 @@ func TestHubCatchUpGapCheckedIsNotReportedAgain(t *testing.T) {
 	if err := h.rdb.XTrimMaxLen(ctx10(t), h.key("lobby"), 10).Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.sub.GapChecked(ids[2]) // a join announced it already
+	seen, err := h.store.History(ctx10(t), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sub.GapChecked(ids[2], &seen) // a join announced it already
 	s.next(ids[2], 5)
 	if oldest, ok := s.sub.Gap(); ok {
 		t.Fatalf("Gap from the checked cursor = %v", oldest)
 	}
+	s.sub.GapChecked(ids[2], nil) // a replay from the oldest entry
+	s.next(ids[2], 5)
+	if oldest, ok := s.sub.Gap(); ok {
+		t.Fatalf("Gap from a cursor checked without history = %v", oldest)
+	}
 	s.next(ids[1], 5) // any other cursor is checked
 	if oldest, ok := s.sub.Gap(); !ok || oldest != ids[20] {
 		t.Fatalf("Gap from another cursor = %v %v, want %v", oldest, ok, ids[20])
+	}
+}
+
+// Entries trimmed between a join's own check and its first read from Redis
+// are announced.
+func TestHubCatchUpTrimmedAfterGapCheckIsReported(t *testing.T) {
+	h, s, ids := behind(t)
+	seen, err := h.store.History(ctx10(t), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sub.GapChecked(ids[2], &seen) // nothing missing then
+	if err := h.rdb.XTrimMaxLen(ctx10(t), h.key("lobby"), 10).Err(); err != nil {
+		t.Fatal(err)
+	}
+	page := s.next(ids[2], 5)
+	if oldest, ok := s.sub.Gap(); !ok || oldest != ids[20] || page[0].ID != ids[20] {
+		t.Fatalf("Gap = %v %v, page from %v; want %v true, page from it", oldest, ok, page[0].ID, ids[20])
 	}
 }
 
