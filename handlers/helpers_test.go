@@ -49,6 +49,8 @@ type options struct {
 	poolSize int
 	// prefix shares another server's keys (a second instance); "" is a fresh one.
 	prefix string
+	// maxLen is the store's MAXLEN ~ cap; 0 is 10000.
+	maxLen int64
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -74,7 +76,10 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	t.Cleanup(func() { rdb.Close() })
 	ts.redisMetrics = streams.NewRedisMetrics()
 	rdb.AddHook(ts.redisMetrics.Hook())
-	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: 10000})
+	if o.maxLen == 0 {
+		o.maxLen = 10000
+	}
+	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen})
 	o.hub.Encode = handlers.EncodeMessage
 	o.hub.EncodeEvent = handlers.EncodeEvent
 	if o.hub.Block == 0 {

@@ -185,6 +185,9 @@ func (s *session) writePass(w wants) (more bool, err error) {
 		time.AfterFunc(retryDelay, s.kick)
 		return false, nil
 	}
+	if err := s.announceGap(); err != nil { // gap.go
+		return false, err
+	}
 	for _, e := range entries {
 		if e.Frame == nil {
 			continue // an entry without a message
@@ -237,27 +240,10 @@ func (s *session) join(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.hasSince, s.since = true, streams.Zero
-		if err := s.send(gapFrame{Type: "gap", Reason: "reset", OldestID: oldest.String()}); err != nil {
-			return err
-		}
-		return s.replayFrom(ctx)
+		return s.restart(ctx, oldest) // gap.go
 	}
 	if s.hasSince {
-		s.cursor = s.since
-		if s.since.IsZero() {
-			return s.replayFrom(ctx)
-		}
-		gap, oldest, err := store.Gap(ctx, s.room, s.since)
-		if err != nil {
-			return err
-		}
-		if gap {
-			if err := s.send(gapFrame{Type: "gap", Reason: "trimmed", OldestID: oldest.String()}); err != nil {
-				return err
-			}
-		}
-		return s.replayFrom(ctx)
+		return s.resume(ctx) // gap.go
 	}
 	n := s.srv.cfg.HistoryOnJoin
 	if n == 0 {

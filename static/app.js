@@ -396,7 +396,7 @@ function onGap(s, f) {
     s.historyDone = false;
     notice("The room's history was reset; earlier messages are gone.", "warn");
   } else {
-    notice("Some older messages were trimmed away while you were away and cannot be shown.", "warn");
+    notice("Some messages were trimmed away before they reached you and cannot be shown.", "warn");
   }
 }
 

@@ -71,6 +71,7 @@ type HubStats struct {
 	TailErrors atomic.Int64 // failed tail reads
 	CatchUps   atomic.Int64 // reads from Redis by a subscriber behind the buffer
 	Skipped    atomic.Int64 // entries without a message field
+	Gaps       atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
 }
 
 // NewHub returns a hub reading rooms through store, with blocking reads on
@@ -149,6 +150,7 @@ type Subscription struct {
 	hub    *Hub
 	room   *tailedRoom
 	notify func()
+	gap    catchUpGap // gap.go
 }
 
 // Subscribe starts delivering notifications for room: notify is called,
@@ -229,6 +231,7 @@ func (s *Subscription) Head() ID {
 // it can and reads Redis (within CatchUpTimeout) when cursor is behind the
 // room's buffer. Entries
 // without a message are included (so the cursor passes them) with no Frame.
+// When a read from Redis finds entries after cursor trimmed away, Gap says so.
 func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*Entry, ID, error) {
 	r := s.room
 	dst = dst[:0]
@@ -252,6 +255,9 @@ func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*En
 	ctx, cancel := context.WithTimeout(ctx, s.hub.opt.CatchUpTimeout)
 	defer cancel()
 	es, err := s.hub.store.Range(ctx, r.name, cursor, max)
+	if err == nil {
+		err = s.checkGap(ctx, cursor, es) // announced before es (Subscription.Gap)
+	}
 	if err != nil {
 		return dst, cursor, err
 	}

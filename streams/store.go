@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -300,38 +299,10 @@ func (s *Store) Epoch(ctx context.Context, room string) (string, error) {
 }
 
 // Gap reports whether entries after since were trimmed or deleted, and the
-// oldest retained ID (Zero when the room is empty).
+// oldest retained ID (Zero when the room is empty). See History.Trimmed.
 func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
-	info, err := s.rdb.XInfoStream(ctx, s.keys.Messages(room)).Result()
-	if err != nil {
-		if strings.Contains(err.Error(), "no such key") || errors.Is(err, redis.Nil) {
-			return false, Zero, nil
-		}
-		return false, Zero, fmt.Errorf("stream info of %s: %w", room, err)
-	}
-	if info.FirstEntry.ID != "" {
-		oldest, _ = ParseID(info.FirstEntry.ID)
-	} else if info.Length > 0 {
-		// Servers whose XINFO lacks first-entry (the embedded one).
-		first, err := s.Range(ctx, room, Zero, 1)
-		if err != nil {
-			return false, Zero, err
-		}
-		if len(first) > 0 {
-			oldest = first[0].ID
-		}
-	}
-	// Trimming leaves no trace but the oldest entry: since older than it
-	// may have missed entries. XDEL is tracked exactly (Redis 7
-	// max-deleted-entry-id): since older than a deleted entry missed it.
-	gap = !oldest.IsZero() && since.Next().Less(oldest)
-	if info.EntriesAdded > 0 && info.EntriesAdded == info.Length {
-		gap = false // nothing was ever removed (Redis 7 counts every entry added)
-	}
-	if maxDeleted, err := ParseID(info.MaxDeletedEntryID); err == nil && since.Less(maxDeleted) {
-		gap = true
-	}
-	return gap, oldest, nil
+	h, err := s.History(ctx, room)
+	return err == nil && h.Trimmed(since), h.Oldest, err
 }
 
 // Ping checks that Redis answers.

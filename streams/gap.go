@@ -1,0 +1,132 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// History is where a room's stream stands, from one XINFO STREAM: what
+// deciding on a gap needs.
+type History struct {
+	// Oldest is the oldest retained entry; Zero when the room is empty.
+	Oldest ID
+	// Last is the newest ID the stream has handed out (last-generated-id),
+	// deleted or not; Zero when the stream does not exist. An ID after it
+	// was never handed out by this stream: it comes from an earlier life of
+	// the room (deleted, flushed, lost in a failover) or from nowhere.
+	Last    ID
+	hasLast bool
+	// neverRemoved: Redis 7 counts every entry added; when that equals the
+	// length, nothing was ever trimmed or deleted.
+	neverRemoved bool
+	maxDeleted   ID // Redis 7 max-deleted-entry-id (XDEL; trimming leaves it)
+}
+
+// History reads where the room's stream stands.
+func (s *Store) History(ctx context.Context, room string) (History, error) {
+	info, err := s.rdb.XInfoStream(ctx, s.keys.Messages(room)).Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") || errors.Is(err, redis.Nil) {
+			return History{hasLast: true, neverRemoved: true}, nil
+		}
+		return History{}, fmt.Errorf("stream info of %s: %w", room, err)
+	}
+	var h History
+	if info.FirstEntry.ID != "" {
+		h.Oldest, _ = ParseID(info.FirstEntry.ID)
+	} else if info.Length > 0 {
+		// Servers whose XINFO lacks first-entry (the embedded one).
+		first, err := s.Range(ctx, room, Zero, 1)
+		if err != nil {
+			return History{}, err
+		}
+		if len(first) > 0 {
+			h.Oldest = first[0].ID
+		}
+	}
+	if last, err := ParseID(info.LastGeneratedID); err == nil {
+		h.Last, h.hasLast = last, true
+	}
+	h.neverRemoved = info.EntriesAdded > 0 && info.EntriesAdded == info.Length
+	h.maxDeleted, _ = ParseID(info.MaxDeletedEntryID) // Zero when absent
+	return h, nil
+}
+
+// Trimmed reports whether entries after since may have been trimmed or
+// deleted. Trimming leaves no trace but the oldest entry: since older than
+// it may have missed entries (so a gap is reported even when only since
+// itself was trimmed). XDEL is tracked exactly (Redis 7
+// max-deleted-entry-id): since older than a deleted entry missed it.
+func (h History) Trimmed(since ID) bool {
+	gap := !h.Oldest.IsZero() && since.Next().Less(h.Oldest) && !h.neverRemoved
+	return gap || since.Less(h.maxDeleted)
+}
+
+// sameRemovals reports whether nothing was trimmed or deleted between o
+// and h: trimming moves the oldest entry, XDEL after it the max deleted ID.
+func (h History) sameRemovals(o *History) bool {
+	return h.Oldest == o.Oldest && h.maxDeleted == o.maxDeleted
+}
+
+// Beyond reports whether id is newer than any ID the stream has handed
+// out: a position in some other history than the room's current one.
+func (h History) Beyond(id ID) bool { return h.hasLast && h.Last.Less(id) }
+
+// catchUpGap is what a subscription knows about gaps in its catch-up
+// reads. Like the cursor, it belongs to whoever calls Next (one goroutine
+// at a time).
+type catchUpGap struct {
+	found   bool
+	oldest  ID
+	checked ID // a catch-up read from here is judged against seen (GapChecked)
+	settled bool
+	seen    *History
+}
+
+// GapChecked tells the subscription that the caller has already dealt
+// with what may be missing after at (a join's own gap check), so that one
+// gap is not announced twice. seen is the History the caller judged by: a
+// catch-up read from at reports a gap only if entries were removed since
+// (trimming between the caller's look and the read). A nil seen means
+// nothing before at can be missing (a replay from the oldest entry).
+func (s *Subscription) GapChecked(at ID, seen *History) {
+	s.gap.checked, s.gap.settled, s.gap.seen = at, true, seen
+}
+
+// Gap reports, once, whether the last Next skipped entries that were
+// trimmed or deleted from Redis before they could be read, and the oldest
+// entry retained then. The entries Next returned come after the gap.
+func (s *Subscription) Gap() (oldest ID, ok bool) {
+	g := &s.gap
+	oldest, ok = g.oldest, g.found
+	g.found, g.oldest = false, Zero
+	return oldest, ok
+}
+
+// checkGap decides, for a catch-up read from cursor that returned es,
+// whether entries after cursor were lost, by the rule of Store.Gap. It
+// costs one XINFO per catch-up read (a page of up to cap(dst) entries),
+// never on reads served from memory.
+func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) error {
+	checked := s.gap.settled && s.gap.checked == cursor
+	if checked && s.gap.seen == nil {
+		return nil
+	}
+	h, err := s.hub.store.History(ctx, s.room.name)
+	if err != nil {
+		return err
+	}
+	if !h.Trimmed(cursor) || checked && h.sameRemovals(s.gap.seen) {
+		return nil
+	}
+	s.gap.found, s.gap.oldest = true, h.Oldest
+	if len(es) > 0 && (h.Oldest.IsZero() || es[0].ID.Less(h.Oldest)) {
+		s.gap.oldest = es[0].ID // trimmed further since the read: name what comes next
+	}
+	s.hub.stats.Gaps.Add(1)
+	return nil
+}
