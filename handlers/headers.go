@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 )
 
@@ -16,6 +17,22 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 // page, its scripts and styles, and the API (a JSON error rendered by a
 // browser must not run or be framed either).
 func securityHeaders(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		setSecurityHeaders(c)
+		return c.Next()
+	}
+	// A WebSocket handshake: a refusal (JSON error) gets the headers, an
+	// accepted upgrade does not. They mean nothing on a 101, and fasthttp
+	// keeps the response headers for as long as the connection lives:
+	// about 1 KB per idle connection.
+	err := c.Next()
+	if c.Response().StatusCode() != fiber.StatusSwitchingProtocols {
+		setSecurityHeaders(c)
+	}
+	return err
+}
+
+func setSecurityHeaders(c *fiber.Ctx) {
 	h := &c.Response().Header
 	csp := contentSecurityPolicy + "; connect-src 'self'"
 	if host := string(c.Request().Host()); validHostHeader(host) {
@@ -26,7 +43,6 @@ func securityHeaders(c *fiber.Ctx) error {
 	h.Set(fiber.HeaderReferrerPolicy, "no-referrer")
 	h.Set(fiber.HeaderXFrameOptions, "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
-	return c.Next()
 }
 
 // validHostHeader accepts host[:port] of letters, digits, '.', '-', ':' and

@@ -112,3 +112,18 @@ func TestStaticClientNeedsNoInlineCode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An accepted WebSocket upgrade carries none of the page headers: they mean
+// nothing on a 101, and the server would keep them for the connection's life.
+func TestUpgradeResponseCarriesNoPageHeaders(t *testing.T) {
+	ts := startServer(t)
+	c := ts.dial("lobby", "", true)
+	if c.resp.StatusCode != 101 {
+		t.Fatalf("status %d", c.resp.StatusCode)
+	}
+	for _, h := range []string{"Content-Security-Policy", "X-Frame-Options", "Referrer-Policy"} {
+		if v := c.resp.Header.Get(h); v != "" {
+			t.Errorf("101 carries %s: %q", h, v)
+		}
+	}
+}

@@ -133,6 +133,7 @@ func (s *Server) App() *fiber.App {
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   readBuffer,
 		// Writes go through session.wire; gorilla writes only a protocol
 		// error's close frame, so it borrows a buffer instead of owning one.
 		WriteBufferPool: &s.gorillaBuffers,
@@ -289,16 +290,15 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.sub = sub
 	sess.readyAt = sub.Head()
 	sess.evSeq = sub.EventSeq() // presence events from here on; before, the snapshot
-	sess.joinPresence()
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
 	sess.subscribed.Store(true) // after sess.sub is set: notify may kick now
 	sess.kick()                 // the writer sends the history
 	sess.readLoop()
+	sess.close() // no writer runs after this: sess.member is settled
 	sess.leavePresence()
 	sub.Close()
-	sess.close()
 }
 
 func (s *Server) track(sess *session) bool {

@@ -31,8 +31,13 @@ const (
 	// and errors are not held back long (a pass of 1024 takes about 2 ms).
 	batchSize = 1024
 	// controlQueue holds acks and errors waiting to be written; a client
-	// that sends faster than it reads is slowed down, not buffered.
-	controlQueue = 32
+	// that sends faster than it reads is slowed down, not buffered. Each
+	// slot costs every connection, idle or not, 24 bytes.
+	controlQueue = 16
+	// readBuffer is the WebSocket reader's buffer: client frames are small
+	// chat messages, and every idle connection holds one. A larger frame is
+	// read in several calls.
+	readBuffer = 512
 	// retryDelay is how soon a connection tries Redis again after a failed catch-up read.
 	retryDelay = time.Second
 	// closeGrace is how long a closing connection waits for the client's close reply.
@@ -226,6 +231,10 @@ func (s *session) writePass(w wants) (more bool, err error) {
 // join sends what comes before the replay: a gap notice, or the newest
 // history when the client gave no since.
 func (s *session) join(ctx context.Context) error {
+	// On the writer, not the reader: the Redis call's deep stack then
+	// lives only as long as this short-lived goroutine, and an idle
+	// connection's reader keeps a small one.
+	s.joinPresence()
 	store := s.srv.hub.Store()
 	epoch, err := store.Epoch(ctx, s.room)
 	if err != nil {
