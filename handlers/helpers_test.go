@@ -49,6 +49,9 @@ type options struct {
 	poolSize int
 	// prefix shares another server's keys (a second instance); "" is a fresh one.
 	prefix string
+	// storeHook and tailHook, when set, go on the server's Redis client and
+	// on the hub's blocking (tail) client.
+	storeHook, tailHook redis.Hook
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -74,6 +77,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	t.Cleanup(func() { rdb.Close() })
 	ts.redisMetrics = streams.NewRedisMetrics()
 	rdb.AddHook(ts.redisMetrics.Hook())
+	if o.storeHook != nil {
+		rdb.AddHook(o.storeHook)
+	}
 	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: 10000})
 	o.hub.Encode = handlers.EncodeMessage
 	o.hub.EncodeEvent = handlers.EncodeEvent
@@ -83,6 +89,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	o.hub.Logger = quietLogger()
 	tail := mk(ts.name+"-tail", 1000)
 	tail.AddHook(ts.redisMetrics.BlockingHook())
+	if o.tailHook != nil {
+		tail.AddHook(o.tailHook)
+	}
 	ts.hub = streams.NewHub(ts.store, tail, o.hub)
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()
