@@ -51,15 +51,25 @@ func (s *session) notifyDuringAppend() bool {
 	return true
 }
 
-// armAckTimer makes sure the writer is woken within ackHold.
+// armAckTimer makes sure the writer is woken within ackHold if what was
+// held is still waiting then.
 func (s *session) armAckTimer() {
 	s.mu.Lock()
 	if s.ackTimer == nil {
-		s.ackTimer = time.AfterFunc(ackHold, s.kick)
+		s.ackTimer = time.AfterFunc(ackHold, s.ackTimeout)
 	} else {
 		s.ackTimer.Reset(ackHold)
 	}
 	s.mu.Unlock()
+}
+
+// ackTimeout wakes the writer for a held notification or a queued ack
+// that nothing has written yet. Usually the pair has gone out long before,
+// and it does nothing: no writer goroutine starts for nothing.
+func (s *session) ackTimeout() {
+	if s.heldKick.Swap(false) || len(s.control) > 0 {
+		s.kick()
+	}
 }
 
 // queueAck hands the ack of the append that got id to the writer. When the
