@@ -53,8 +53,9 @@ return out
 // scriptGroup is the client_id appends of a batch sent in one
 // appendDedupMany call.
 type scriptGroup struct {
-	calls []*appendCall
-	eval  *redis.Cmd
+	calls  []*appendCall
+	eval   *redis.Cmd
+	resent bool // Redis had forgotten the script: sent again whole, results read then
 }
 
 // groupKey says which client_id appends may share one script call. A

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
@@ -215,5 +216,42 @@ func TestDedupAppendsOnClusterStayInOneSlot(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("a script call named %d rooms on a cluster: %v", n, count.roomsPerCall)
 		}
+	}
+}
+
+// appendedTotal reads xroom_messages_appended_total from the hub's collectors.
+func appendedTotal(t *testing.T, hub *streams.Hub) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(hub.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "xroom_messages_appended_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no xroom_messages_appended_total")
+	return 0
+}
+
+// Appends sent again whole after Redis forgot the script (NOSCRIPT) are
+// counted once, like any other.
+func TestAppendsResentAfterScriptFlushCountOnce(t *testing.T) {
+	e := newEnv(t, streams.Options{})
+	redistest.RequireReal(t, e.srv)
+	hub := streams.NewHub(e.store, e.srv.Client(t), streams.HubOptions{})
+	t.Cleanup(func() { hub.Close() })
+	e.add("r", streams.Message{User: "u", Text: "a", ClientID: "c1"})
+	for i, cid := range []string{"c2", "c1"} { // c1 again: a duplicate, not counted
+		if err := e.rdb.ScriptFlush(ctx10(t)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e.add("r", streams.Message{User: "u", Text: fmt.Sprint(i), ClientID: cid})
+	}
+	if n := appendedTotal(t, hub); n != 2 {
+		t.Fatalf("xroom_messages_appended_total = %v after 2 stored and 1 duplicate, want 2", n)
 	}
 }

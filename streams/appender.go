@@ -158,6 +158,7 @@ func (s *Store) appendAll(calls []*appendCall) {
 	var again []*scriptGroup
 	for _, g := range groups {
 		if redis.HasErrorPrefix(g.eval.Err(), "NOSCRIPT") {
+			g.resent = true
 			again = append(again, g)
 		}
 	}
@@ -175,7 +176,7 @@ func (s *Store) appendAll(calls []*appendCall) {
 		}
 	}
 	for _, c := range calls {
-		if c.add == nil && (c.group == nil || redis.HasErrorPrefix(c.group.eval.Err(), "NOSCRIPT")) {
+		if c.add == nil && (c.group == nil || c.group.resent) {
 			continue // not sent, or sent again above
 		}
 		s.appendResult(c, execErr)
