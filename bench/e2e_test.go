@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -211,6 +212,22 @@ func TestEndToEndRoomsIngestIdle(t *testing.T) {
 	}
 	if len(res.Checks) == 0 || res.Checks[len(res.Checks)-1].Ratio == "" {
 		t.Fatalf("ingest: no ratio to the baseline in %+v", res.Checks)
+	}
+	if res.InFlightMax != 1 || !strings.Contains(res.Checks[len(res.Checks)-1].Ratio, "XADD -c 50") || strings.Contains(res.Checks[len(res.Checks)-1].Ratio, "-P") {
+		t.Fatalf("ingest closed loop: %d sends in flight, ratio %q; want 1, vs XADD -c 50", res.InFlightMax, res.Checks[len(res.Checks)-1].Ratio)
+	}
+
+	// With -window 8 each sender streams up to 8 sends before their acks,
+	// every one still acked and delivered once, and the ratio is to -P 8.
+	res, code, _ = runBench(t, "ingest", "-server", addr, "-senders=4", "-rooms=2", "-window=8", quick, "-baseline=1000000", "-want-ratio=0.000001")
+	if code != exitOK || res.Acked == 0 || res.Deliveries != 2*res.Acked || res.Loss != 0 || res.Duplicates != 0 || res.Reordered != 0 {
+		t.Fatalf("ingest -window 8: exit %d, acked %d, deliveries %d, loss %d, errors %v", code, res.Acked, res.Deliveries, res.Loss, res.Errors)
+	}
+	if res.InFlightMax < 2 || res.InFlightMax > 8 || res.Params["window"] != float64(8) {
+		t.Fatalf("ingest -window 8: at most %d sends in flight (want 2..8), params %v", res.InFlightMax, res.Params)
+	}
+	if r := res.Checks[len(res.Checks)-1].Ratio; !strings.Contains(r, "XADD -c 50 -P 8") {
+		t.Fatalf("ingest -window 8: ratio %q, want one to XADD -c 50 -P 8", r)
 	}
 
 	// The server's PID is found from its port; RSS is read from /proc.

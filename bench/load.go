@@ -174,6 +174,7 @@ func (l *load) collect(res *result, pubEnd int64) {
 		res.Published += p.sent.Load()
 		res.Acked += p.acks.Load()
 		res.PublishErrors += p.fails.Load()
+		res.InFlightMax = max(res.InFlightMax, p.inFlightMax)
 		ackLat = append(ackLat, p.ackLat...)
 		lateness = append(lateness, p.lateness...)
 		measuredAcks += int64(len(p.ackLat))

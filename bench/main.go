@@ -92,6 +92,8 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.rooms, "rooms", 0, "rooms, idle: rooms (default 100); ingest: rooms (default 50)")
 	fs.IntVar(&f.members, "members", 10, "rooms: members per room")
 	fs.IntVar(&f.senders, "senders", 50, "ingest: senders")
+	fs.IntVar(&f.window, "window", 1, "ingest: sends each sender keeps in flight (1: closed loop, the next send waits for the ack); compare W > 1 with redis-benchmark -P W")
+	fs.StringVar(&f.baselineName, "baseline-name", "", "ingest: what -baseline is, for the ratio (default \"XADD -c 50\" with -window 1, \"XADD -c 50 -P W\" otherwise)")
 	fs.IntVar(&f.entries, "entries", 100000, "replay: history entries")
 	fs.IntVar(&f.repeat, "repeat", 3, "replay: new clients replaying it, one after another")
 	fs.StringVar(&f.subsList, "subs-list", "10,100,1000", "commands: subscriber counts to compare")
@@ -101,7 +103,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.wantP99, "want-p99", 0, "target: p99 latency at most this")
 	fs.Float64Var(&f.wantRate, "want-rate", 0, "target: the scenario's rate (deliveries/s, acked sends/s, entries/s) at least this")
 	fs.Float64Var(&f.baseline, "baseline", 0, "same-run baseline for the ratio: ingest and fanout, redis-benchmark XADD -c 50 requests/s; replay, XRANGE entries/s")
-	fs.Float64Var(&f.wantRatio, "want-ratio", 0.8, "ingest: target acked sends/s as a fraction of -baseline")
+	fs.Float64Var(&f.wantRatio, "want-ratio", 0.8, "ingest: target acked sends/s as a fraction of -baseline (0: report the ratio, no target)")
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout, fs)
@@ -222,6 +224,12 @@ func defaults(name string, f *scenarioFlags, set map[string]bool) {
 	}
 	if name == "commands" && !set["pubs"] {
 		f.pubs = 1
+	}
+	if f.baselineName == "" {
+		f.baselineName = "XADD -c 50"
+		if f.window > 1 {
+			f.baselineName = fmt.Sprintf("XADD -c 50 -P %d", f.window)
+		}
 	}
 	if f.rooms == 0 {
 		switch name {

@@ -20,7 +20,10 @@ type publisher struct {
 	num  int
 	c    *client
 	rate float64 // messages per second; 0: closed loop
-	size int
+	// window: closed loop, sends in flight at once (1: each waits for the
+	// previous ack), as a bot streaming sends and matching acks by client_id.
+	window int
+	size   int
 
 	sent     atomic.Int64
 	acks     atomic.Int64
@@ -28,6 +31,9 @@ type publisher struct {
 	signal   chan struct{} // an ack or error arrived
 	sentAt   [sentRing]atomic.Int64
 	lateness []int64 // fixed rate: how late each send was, ns (writer only)
+	// inFlightMax: the most sends awaiting an ack at once, counted at each
+	// send (writer only).
+	inFlightMax int64
 
 	// Read by the connection's reader only, until it ends.
 	acked    bitset
@@ -39,7 +45,7 @@ type publisher struct {
 }
 
 func newPublisher(num int, c *client, rate float64, size int) *publisher {
-	p := &publisher{num: num, c: c, rate: rate, size: size, signal: make(chan struct{}, 1), errCodes: map[string]int64{}}
+	p := &publisher{num: num, c: c, rate: rate, size: size, window: 1, signal: make(chan struct{}, 1), errCodes: map[string]int64{}}
 	c.pub = p
 	return p
 }
@@ -99,18 +105,19 @@ func (p *publisher) loop(ctx context.Context, start, stopAt int64, phase float64
 			return fmt.Errorf("publisher %d: send %d: %w", p.num, seq, err)
 		}
 		p.sent.Add(1)
+		p.inFlightMax = max(p.inFlightMax, p.outstanding())
 		return nil
 	}
 	if p.rate <= 0 {
 		for seq := int64(0); mono() < stopAt; seq++ {
+			if err := p.waitBelow(ctx, int64(p.window), sendTimeout); err != nil {
+				return err
+			}
 			if err := send(seq, mono()); err != nil {
 				return err
 			}
-			if err := p.waitAcks(ctx, sendTimeout); err != nil {
-				return err
-			}
 		}
-		return nil
+		return p.waitAcks(ctx, sendTimeout)
 	}
 	interval := float64(time.Second) / p.rate
 	timer := time.NewTimer(0)
@@ -145,9 +152,17 @@ func dueAt(start, seq int64, phase, interval float64) int64 {
 
 // waitAcks waits until every send has its ack or error.
 func (p *publisher) waitAcks(ctx context.Context, timeout time.Duration) error {
+	return p.waitBelow(ctx, 1, timeout)
+}
+
+// waitBelow waits until fewer than n sends await their ack or error.
+func (p *publisher) waitBelow(ctx context.Context, n int64, timeout time.Duration) error {
+	if p.outstanding() < n {
+		return nil
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	for p.outstanding() > 0 {
+	for p.outstanding() >= n {
 		select {
 		case <-p.signal:
 		case <-p.c.done:
@@ -160,3 +175,7 @@ func (p *publisher) waitAcks(ctx context.Context, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// maxWindow bounds -window well below sentRing, which must hold every send
+// still awaiting its ack.
+const maxWindow = 4096

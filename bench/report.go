@@ -20,13 +20,16 @@ type result struct {
 
 	Connections int `json:"connections,omitempty"`
 
-	Published        int64            `json:"published,omitempty"` // sends
-	Acked            int64            `json:"acked,omitempty"`
-	PublishErrors    int64            `json:"publish_errors,omitempty"`
-	ErrorCodes       map[string]int64 `json:"error_codes,omitempty"`
-	MessagesPerSec   float64          `json:"messages_per_sec,omitempty"` // acked sends per second
-	Deliveries       int64            `json:"deliveries,omitempty"`
-	DeliveriesPerSec float64          `json:"deliveries_per_sec,omitempty"`
+	Published      int64            `json:"published,omitempty"` // sends
+	Acked          int64            `json:"acked,omitempty"`
+	PublishErrors  int64            `json:"publish_errors,omitempty"`
+	ErrorCodes     map[string]int64 `json:"error_codes,omitempty"`
+	MessagesPerSec float64          `json:"messages_per_sec,omitempty"` // acked sends per second
+	// InFlightMax is the most sends one publisher had awaiting their ack at
+	// once (closed loop: at most -window).
+	InFlightMax      int64   `json:"in_flight_max,omitempty"`
+	Deliveries       int64   `json:"deliveries,omitempty"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec,omitempty"`
 	// Latency is from send to receipt by a subscriber, of every delivery of
 	// a message sent after the warm-up; AckLatency from send to ack.
 	Latency    *latencySummary `json:"latency,omitempty"`

@@ -51,6 +51,9 @@ type options struct {
 	prefix string
 	// maxLen is the store's MAXLEN ~ cap; 0 is 10000.
 	maxLen int64
+	// storeHook and tailHook, when set, go on the server's Redis client and
+	// on the hub's blocking (tail) client.
+	storeHook, tailHook redis.Hook
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -76,6 +79,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	t.Cleanup(func() { rdb.Close() })
 	ts.redisMetrics = streams.NewRedisMetrics()
 	rdb.AddHook(ts.redisMetrics.Hook())
+	if o.storeHook != nil {
+		rdb.AddHook(o.storeHook)
+	}
 	if o.maxLen == 0 {
 		o.maxLen = 10000
 	}
@@ -88,6 +94,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	o.hub.Logger = quietLogger()
 	tail := mk(ts.name+"-tail", 1000)
 	tail.AddHook(ts.redisMetrics.BlockingHook())
+	if o.tailHook != nil {
+		tail.AddHook(o.tailHook)
+	}
 	ts.hub = streams.NewHub(ts.store, tail, o.hub)
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()

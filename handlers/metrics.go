@@ -15,6 +15,7 @@ type serverStats struct {
 	open        [2]atomic.Int64 // by dialect: 0 xroom, 1 compatible
 	opened      [2]atomic.Int64
 	delivered   atomic.Int64 // message frames written
+	writes      atomic.Int64 // write system calls to WebSocket connections
 	writeErrors atomic.Int64
 	replay      prometheus.Histogram
 }
@@ -56,6 +57,9 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) {
 			Name: "xroom_messages_delivered_total", Help: "Message frames written to WebSocket connections (live and replayed).",
 		}, func() float64 { return float64(st.delivered.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "xroom_websocket_writes_total", Help: "Write system calls to WebSocket connections; each carries every frame a write pass gathered.",
+		}, func() float64 { return float64(st.writes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "xroom_websocket_write_errors_total", Help: "Writes to a WebSocket connection that failed (the connection is then closed).",
 		}, func() float64 { return float64(st.writeErrors.Load()) }),
 		st.replay,
@@ -68,8 +72,13 @@ func metricsHandler(g prometheus.Gatherer) fiber.Handler {
 	return adaptor.HTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 }
 
-// countFrames adds the frames the last pass wrote to the delivered count.
+// countFrames adds the frames the last pass wrote to the delivered count,
+// and its writes to theirs.
 func (s *session) countFrames(ok bool) {
+	if n := s.wire.writes; n > 0 {
+		s.wire.writes = 0
+		s.srv.stats.writes.Add(int64(n))
+	}
 	if n := s.wire.frames; n > 0 {
 		s.wire.frames = 0
 		if ok {

@@ -76,7 +76,12 @@ type session struct {
 	pending bool // more may have arrived since the writer last looked
 	writers sync.WaitGroup
 	pinger  *time.Timer
-	wants   wants // control frames asked for by other goroutines
+	// ackTimer wakes the writer for an ack held for its echo, or an echo
+	// held for its ack; appending and heldKick hold the latter (ackhold.go).
+	ackTimer  *time.Timer
+	appending atomic.Bool
+	heldKick  atomic.Bool
+	wants     wants // control frames asked for by other goroutines
 	// subscribed is set once sub is: the hub may notify before Subscribe returns.
 	subscribed atomic.Bool
 
@@ -390,15 +395,18 @@ func (s *session) handle(data []byte) {
 	}
 	m.User = s.user
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
+	s.appendStarted()
 	id, dup, err := s.srv.hub.Store().Append(ctx, s.room, m)
 	cancel()
+	held := s.appendDone()
+	defer s.wake(held) // after the ack or error is queued
 	if err != nil {
 		s.log.Warn("append failed", "err", err)
 		s.queueError(&refusal{code: codeUnavailable, message: "the message was not stored: storage is unavailable, try again", clientID: m.ClientID})
 		return
 	}
 	if m.ClientID != "" && !s.compat {
-		s.queue(encode(ackFrame{Type: "ack", ClientID: m.ClientID, ID: id.String(), Duplicate: dup}))
+		s.queueAck(encode(ackFrame{Type: "ack", ClientID: m.ClientID, ID: id.String(), Duplicate: dup}), id)
 	}
 }
 
@@ -439,6 +447,9 @@ func (s *session) close() {
 	s.mu.Lock()
 	if s.pinger != nil {
 		s.pinger.Stop()
+	}
+	if s.ackTimer != nil {
+		s.ackTimer.Stop()
 	}
 	s.mu.Unlock()
 	s.requestClose(websocket.CloseNormalClosure, "")

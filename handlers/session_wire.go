@@ -144,7 +144,7 @@ func (s *session) readMessage() (int, []byte, error) {
 // notify is the hub's notification: new entries may be in the room. Before
 // the session has its subscription, the writer must not start on entries.
 func (s *session) notify() {
-	if s.subscribed.Load() {
+	if s.subscribed.Load() && !s.notifyDuringAppend() {
 		s.kick()
 	}
 }

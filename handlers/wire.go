@@ -172,6 +172,7 @@ type wire struct {
 	deadlineSet time.Time // when the write deadline was last pushed forward
 	closed      bool      // a close frame was sent: nothing may follow it
 	frames      int       // message frames gathered, not yet counted in metrics
+	writes      int       // write system calls made, not yet counted in metrics
 	ents        *[]*streams.Entry
 }
 
@@ -252,6 +253,7 @@ func (w *wire) flush() error {
 		w.deadlineSet = now
 	}
 	_, err := w.conn.Write(*w.buf)
+	w.writes++
 	*w.buf = (*w.buf)[:0]
 	if err != nil {
 		return writeError{err}

@@ -41,8 +41,9 @@ type appendCall struct {
 	lead bool          // woken to send the next batch
 	done chan struct{} // cap 1: signalled once the call has a result, or is to lead
 	// set when the call is sent
-	add  *redis.StringCmd
-	eval *redis.Cmd
+	add   *redis.StringCmd
+	group *scriptGroup // client_id appends: the script call it is in
+	slot  int          // its place in group
 }
 
 var callPool = sync.Pool{New: func() any { return &appendCall{done: make(chan struct{}, 1)} }}
@@ -119,77 +120,76 @@ func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), latest)
 }
 
-// appendAll stores calls in one pipeline and sets each call's result.
+// appendAll stores calls in one pipeline and sets each call's result:
+// plain appends as XADDs, client_id appends through appendDedupMany (one
+// script call for the batch on a single node, one per room on a Cluster),
+// and one ZADD for the rooms set.
 func (s *Store) appendAll(calls []*appendCall) {
 	ctx, cancel := batchContext(calls)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
+	var rooms []string
 	touched := make(map[string]bool, 1)
-	sent := 0
+	var dedup []*appendCall
 	for _, c := range calls {
 		if err := c.ctx.Err(); err != nil { // its caller gave up while queued
 			c.err = fmt.Errorf("append to %s: %w", s.keys.Messages(c.room), err)
 			continue
 		}
-		sent++
-		s.queueAppend(ctx, pipe, c, false)
+		if c.m.ClientID == "" {
+			s.queueAppend(ctx, pipe, c)
+		} else {
+			dedup = append(dedup, c)
+		}
 		if !touched[c.room] {
 			touched[c.room] = true
-			s.touch(ctx, pipe, c.room)
+			rooms = append(rooms, c.room)
 		}
 	}
-	if sent == 0 {
+	if len(rooms) == 0 {
 		return
 	}
-	_, execErr := pipe.Exec(ctx) // each append's own outcome is what counts; the rooms set is advisory
-	var again []*appendCall
-	for _, c := range calls {
-		if c.add == nil && c.eval == nil {
-			continue // not sent
+	groups := s.groupScripts(dedup)
+	for _, g := range groups {
+		s.queueScript(ctx, pipe, g, false)
+	}
+	s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
+	_, execErr := pipe.Exec(ctx)
+	var again []*scriptGroup
+	for _, g := range groups {
+		if redis.HasErrorPrefix(g.eval.Err(), "NOSCRIPT") {
+			g.resent = true
+			again = append(again, g)
 		}
-		if c.eval != nil && redis.HasErrorPrefix(c.eval.Err(), "NOSCRIPT") {
-			again = append(again, c)
-			continue
-		}
-		s.appendResult(c, execErr)
 	}
 	if len(again) > 0 {
 		// Redis forgot the script (restart, failover, SCRIPT FLUSH): send it whole.
 		pipe := s.rdb.Pipeline()
-		for _, c := range again {
-			s.queueAppend(ctx, pipe, c, true)
+		for _, g := range again {
+			s.queueScript(ctx, pipe, g, true)
 		}
-		_, execErr := pipe.Exec(ctx)
-		for _, c := range again {
-			s.appendResult(c, execErr)
+		_, againErr := pipe.Exec(ctx)
+		for _, g := range again {
+			for _, c := range g.calls {
+				s.appendResult(c, againErr)
+			}
 		}
+	}
+	for _, c := range calls {
+		if c.add == nil && (c.group == nil || c.group.resent) {
+			continue // not sent, or sent again above
+		}
+		s.appendResult(c, execErr)
 	}
 }
 
-// queueAppend adds one append to pipe: a plain XADD, or with a client_id
-// the dedup script (by SHA, or whole when withSource).
-func (s *Store) queueAppend(ctx context.Context, pipe redis.Pipeliner, c *appendCall, withSource bool) {
-	m := c.m
-	values := []any{"user", m.User, "message", m.Text}
-	if m.ClientID != "" {
-		values = append(values, "client_id", m.ClientID)
+// queueAppend adds one plain append (no client_id) to pipe.
+func (s *Store) queueAppend(ctx context.Context, pipe redis.Pipeliner, c *appendCall) {
+	args := &redis.XAddArgs{Stream: s.keys.Messages(c.room), Values: []any{"user", c.m.User, "message", c.m.Text}}
+	if s.maxLen > 0 {
+		args.MaxLen, args.Approx = s.maxLen, true
 	}
-	stream := s.keys.Messages(c.room)
-	if m.ClientID == "" {
-		args := &redis.XAddArgs{Stream: stream, Values: values}
-		if s.maxLen > 0 {
-			args.MaxLen, args.Approx = s.maxLen, true
-		}
-		c.add = pipe.XAdd(ctx, args)
-		return
-	}
-	keys := []string{stream, s.keys.Dedup(c.room, m.User, m.ClientID)}
-	args := append([]any{s.maxLen, s.dedup.Milliseconds()}, values...)
-	if withSource {
-		c.eval = appendDedup.Eval(ctx, pipe, keys, args...)
-	} else {
-		c.eval = appendDedup.EvalSha(ctx, pipe, keys, args...)
-	}
+	c.add = pipe.XAdd(ctx, args)
 }
 
 // appendResult reads one append's reply into c.
@@ -203,19 +203,11 @@ func (s *Store) appendResult(c *appendCall, execErr error) {
 		}
 		raw = c.add.Val()
 	} else {
-		res := c.eval.Val()
-		if err := cmdErr(c.eval.Err(), res == nil, execErr); err != nil {
+		var err error
+		if raw, c.dup, err = scriptResult(c, execErr); err != nil {
 			c.err = fmt.Errorf("append to %s: %w", stream, err)
 			return
 		}
-		pair, ok := res.([]any)
-		if !ok || len(pair) != 2 {
-			c.err = fmt.Errorf("append to %s: unexpected reply %v", stream, res)
-			return
-		}
-		raw, _ = pair[0].(string)
-		dup, _ := pair[1].(int64)
-		c.dup = dup == 1
 	}
 	id, err := ParseID(raw)
 	if err != nil {

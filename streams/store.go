@@ -95,34 +95,12 @@ func (s *Store) Keys() Keys { return s.keys }
 // Client returns the Redis client the store uses.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
-// appendDedup checks and records the client_id in the same step as the XADD,
-// so two concurrent sends of one client_id cannot both be stored.
-var appendDedup = redis.NewScript(`
-local id = redis.call('GET', KEYS[2])
-if id then return {id, 1} end
-local args = {'XADD', KEYS[1]}
-if ARGV[1] ~= '0' then
-  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[1])
-end
-table.insert(args, '*')
-for i = 3, #ARGV do table.insert(args, ARGV[i]) end
-id = redis.call(unpack(args))
-redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
-return {id, 0}
-`)
-
 // Append stores m in the room and returns its ID. When m.ClientID was
 // already stored by the same user within the dedup window, it returns the
 // first ID and duplicate=true, and stores nothing. Concurrent appends are
 // sent together in one pipeline.
 func (s *Store) Append(ctx context.Context, room string, m Message) (id ID, duplicate bool, err error) {
 	return s.appendCoalesced(ctx, room, m) // see appender.go
-}
-
-// touch records the room's activity in the rooms set. It is a separate
-// command because the set lives in another Cluster slot than the room.
-func (s *Store) touch(ctx context.Context, p redis.Pipeliner, room string) {
-	p.ZAdd(ctx, s.keys.Rooms(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: room})
 }
 
 // runScript runs script in a pipeline together with extra commands, loading
