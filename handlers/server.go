@@ -264,7 +264,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	}
 	sess.epoch, _ = c.Locals("epoch").(string)
 	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
-	sess.log = s.log.With("room", room, "user", sess.user, "remote", c.RemoteAddr().String())
+	sess.log = sessionLog{base: s.log, room: room, user: sess.user, remote: c.RemoteAddr().String()}
 
 	sess.wire.conn = rawConn(c.Conn)
 	sess.wire.wait = s.cfg.WriteWait

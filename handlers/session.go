@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -50,7 +49,7 @@ const (
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
-	log    *slog.Logger
+	log    sessionLog
 	room   string
 	user   string
 	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
