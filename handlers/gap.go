@@ -48,7 +48,7 @@ func (s *session) restart(ctx context.Context, oldest streams.ID) error {
 // starts at the oldest entry), so the first catch-up read announces only
 // what was trimmed after that.
 func (s *session) startReplay(ctx context.Context, seen *streams.History) error {
-	if err := s.replayFrom(ctx); err != nil {
+	if err := s.replayFrom(ctx, seen); err != nil {
 		return err
 	}
 	s.sub.GapChecked(s.cursor, seen)

@@ -284,11 +284,17 @@ func (s *session) join(ctx context.Context) error {
 // replayFrom sets up a replay from s.cursor: up to the stream's newest entry
 // in Redis, not only as far as the room's tail has read, so that all the
 // client missed comes before ready however far behind the tail is; and no
-// more than MAX_REPLAY entries.
-func (s *session) replayFrom(ctx context.Context) error {
-	last, err := s.srv.hub.Store().Last(ctx, s.room)
-	if err != nil {
-		return err
+// more than MAX_REPLAY entries. seen, when the join has already read the
+// stream's state, saves asking Redis again.
+func (s *session) replayFrom(ctx context.Context, seen *streams.History) error {
+	var last streams.ID
+	if seen != nil {
+		last = seen.Last // last-generated-id: if deleted, the replay ends at what remains
+	} else {
+		var err error
+		if last, err = s.srv.hub.Store().Last(ctx, s.room); err != nil {
+			return err
+		}
 	}
 	if s.readyAt.Less(last) {
 		s.readyAt = last
