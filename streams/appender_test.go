@@ -14,7 +14,8 @@ import (
 	"github.com/xroom/xroom/streams"
 )
 
-// pipelineCounter is a go-redis hook counting round trips.
+// pipelineCounter is a go-redis hook counting round trips: single commands
+// and pipelines sent by a client.
 type pipelineCounter struct{ pipelines, commands atomic.Int64 }
 
 func (h *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook { return next }

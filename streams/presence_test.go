@@ -174,21 +174,10 @@ func TestPresenceCrashedInstanceFadesWithOneLeave(t *testing.T) {
 	}
 }
 
-// countingHook counts single commands and pipelines sent by a client.
-type countingHook struct{ cmds, pipes atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.cmds.Add(1); return next(ctx, cmd) }
-}
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.pipes.Add(1); return next(ctx, cmds) }
-}
-
 func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 	srv := redistest.Shared(t)
 	rdb := srv.Client(t)
-	hook := &countingHook{}
+	hook := &pipelineCounter{}
 	rdb.AddHook(hook)
 	prefix := redistest.Prefix(t)
 	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}
@@ -212,8 +201,8 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 	}
 	old := scores("big")
 	time.Sleep(5 * time.Millisecond)
-	hook.cmds.Store(0)
-	hook.pipes.Store(0)
+	hook.commands.Store(0)
+	hook.pipelines.Store(0)
 	zadds := func() int {
 		if !srv.Real {
 			return 0 // miniredis keeps no command statistics
@@ -231,7 +220,7 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 	}
 	before := zadds()
 	p.Heartbeat(context.Background())
-	if c, pp := hook.cmds.Load(), hook.pipes.Load(); c != 0 || pp != 1 {
+	if c, pp := hook.commands.Load(), hook.pipelines.Load(); c != 0 || pp != 1 {
 		t.Fatalf("one heartbeat of 730 connections in 2 rooms: %d single commands and %d pipelines, want 0 and 1", c, pp)
 	}
 	// Inside the scripts too: a ZADD per chunk of a room, not per member.
