@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/streams"
 )
 
 // config is everything xroom reads from the environment; .env.example lists it.
@@ -34,6 +35,7 @@ type config struct {
 	AuthSecret          string          // HS256 key of user tokens; never logged
 	Limits              handlers.Limits // rates, connections per address, replay size
 	TailBuffer          int
+	TailMode            streams.TailMode
 	RedisPoolSize       int
 	ShutdownTimeout     time.Duration
 	PresenceTTL         time.Duration
@@ -169,6 +171,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.PresenceHeartbeat >= c.PresenceTTL {
 		r.fail("PRESENCE_HEARTBEAT", r.str("PRESENCE_HEARTBEAT", "10s"), "must be shorter than PRESENCE_TTL ("+c.PresenceTTL.String()+"), or connections would expire between heartbeats")
+	}
+	if m, err := streams.ParseTailMode(r.str("TAIL_MODE", "auto")); err != nil {
+		r.fail("TAIL_MODE", r.str("TAIL_MODE", ""), err.Error())
+	} else {
+		c.TailMode = m
 	}
 	if !validPrefix(c.Prefix) {
 		r.fail("CHAT_PREFIX", c.Prefix, "want 1 to 64 characters from A-Z a-z 0-9 . _ - :")

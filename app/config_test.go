@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/streams"
 )
 
 // envMap is a getenv over a map.
@@ -67,6 +68,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"API_KEY":               "s3cret",
 		"ALLOWED_ORIGINS":       "https://a.example.com/, http://b.example.com:8080 ,*",
 		"TAIL_BUFFER":           "64",
+		"TAIL_MODE":             "blocking",
 		"REDIS_POOL_SIZE":       "33",
 		"SHUTDOWN_TIMEOUT":      "3s",
 		"PRESENCE_TTL":          "45s",
@@ -102,6 +104,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		APIKey:              "s3cret",
 		AllowedOrigins:      []string{"https://a.example.com", "http://b.example.com:8080", "*"},
 		TailBuffer:          64,
+		TailMode:            streams.ModeBlocking,
 		RedisPoolSize:       33,
 		ShutdownTimeout:     3 * time.Second,
 		PresenceTTL:         45 * time.Second,
@@ -157,6 +160,7 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"MAX_MESSAGE_BYTES": "0"}, "MAX_MESSAGE_BYTES"},
 		{map[string]string{"MAX_MESSAGE_BYTES": "4KB"}, "MAX_MESSAGE_BYTES"},
 		{map[string]string{"TAIL_BUFFER": "8"}, "TAIL_BUFFER"},
+		{map[string]string{"TAIL_MODE": "pubsub"}, "TAIL_MODE"},
 		{map[string]string{"REDIS_POOL_SIZE": "0"}, "REDIS_POOL_SIZE"},
 		{map[string]string{"REDIS_POOL_SIZE": "lots"}, "REDIS_POOL_SIZE"},
 		{map[string]string{"DEDUP_WINDOW": "soon"}, "DEDUP_WINDOW"},

@@ -32,9 +32,10 @@ func main() {
 	}
 }
 
-// tailPoolSize caps the blocking connections, one per room being tailed,
-// so a flood of rooms cannot exhaust the Redis server's client limit.
-const tailPoolSize = 10000
+// tailPoolSize caps the tail's own connections (a notification
+// subscriber, or the fallback's blocking reads: see streams.TailMode),
+// which do not grow with rooms.
+const tailPoolSize = 4
 
 // run serves until ctx ends, then stops gracefully.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -67,7 +68,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	tailOpts := *opts
 	tailOpts.ClientName = "xroom-tail"
 	tailOpts.PoolSize, tailOpts.MaxActiveConns = tailPoolSize, tailPoolSize
-	tailOpts.MaxIdleConns = 8
+	tailOpts.MaxIdleConns = tailPoolSize
 	blocking := redis.NewUniversalClient(&tailOpts)
 
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -85,7 +86,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Logger: log})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
 	srv := handlers.New(hub, handlers.Config{
 		HistoryOnJoin:   cfg.HistoryOnJoin,
 		MaxMessageBytes: cfg.MaxMessageBytes,

@@ -51,8 +51,8 @@ type options struct {
 	prefix string
 	// maxLen is the store's MAXLEN ~ cap; 0 is 10000.
 	maxLen int64
-	// storeHook and tailHook, when set, go on the server's Redis client and
-	// on the hub's blocking (tail) client.
+	// storeHook, when set, goes on the server's Redis client; tailHook on
+	// every client the hub's tail reads with.
 	storeHook, tailHook redis.Hook
 }
 
@@ -95,7 +95,10 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	tail := mk(ts.name+"-tail", 1000)
 	tail.AddHook(ts.redisMetrics.BlockingHook())
 	if o.tailHook != nil {
+		// The tail blocks on its own client only without notifications;
+		// with them it reads over the server's client.
 		tail.AddHook(o.tailHook)
+		rdb.AddHook(o.tailHook)
 	}
 	ts.hub = streams.NewHub(ts.store, tail, o.hub)
 	if o.cfg.Logger == nil {

@@ -360,6 +360,9 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 		s.log.Warn("readiness check failed", "err", err)
 		return apiError(c, fiber.StatusServiceUnavailable, "redis_unavailable", "Redis does not answer")
 	}
+	if err := s.hub.Health(); err != nil {
+		return apiError(c, fiber.StatusServiceUnavailable, "tail_unavailable", err.Error())
+	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 

@@ -76,31 +76,26 @@ func (s *Subscription) Events(seq uint64, dst []*Event) ([]*Event, uint64) {
 	return dst, seq
 }
 
-// takeEvents moves the entries of the room's events stream in an XREAD
-// reply into its event buffer. It reports whether there were any.
-func (h *Hub) takeEvents(r *tailedRoom, res []redis.XStream) bool {
+// takeEvents moves entries read from the room's events stream into its
+// event buffer. It reports whether any were events xroom knows.
+func (h *Hub) takeEvents(r *tailedRoom, msgs []redis.XMessage) bool {
 	var evs []*Event
-	for _, st := range res {
-		if st.Stream != r.events.key {
-			continue
+	for _, m := range msgs {
+		id, _ := ParseID(m.ID)
+		r.events.head = id
+		ev := &Event{ID: id, Type: field(m.Values, "type"), User: field(m.Values, "user")}
+		switch ev.Type {
+		case EventJoin, EventLeave, EventTyping:
+		default:
+			continue // not an event xroom knows: ignored
 		}
-		for _, m := range st.Messages {
-			id, _ := ParseID(m.ID)
-			r.events.head = id
-			ev := &Event{ID: id, Type: field(m.Values, "type"), User: field(m.Values, "user")}
-			switch ev.Type {
-			case EventJoin, EventLeave, EventTyping:
-			default:
-				continue // not an event xroom knows: ignored
-			}
-			if ev.User == "" {
-				continue // an event about nobody (added by hand): ignored
-			}
-			if h.opt.EncodeEvent != nil {
-				ev.Frame = h.opt.EncodeEvent(r.name, ev)
-			}
-			evs = append(evs, ev)
+		if ev.User == "" {
+			continue // an event about nobody (added by hand): ignored
 		}
+		if h.opt.EncodeEvent != nil {
+			ev.Frame = h.opt.EncodeEvent(r.name, ev)
+		}
+		evs = append(evs, ev)
 	}
 	if len(evs) > 0 {
 		r.events.push(evs)

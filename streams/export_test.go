@@ -13,3 +13,6 @@ func (p *Presence) Crash() {
 
 // EventBuffer is how many events a tailed room keeps (tests only).
 const EventBuffer = eventBuffer
+
+// WithNotifyFlags is withNotifyFlags, for tests.
+var WithNotifyFlags = withNotifyFlags

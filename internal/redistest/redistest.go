@@ -97,7 +97,8 @@ type process struct {
 }
 
 type config struct {
-	aof bool
+	aof  bool
+	args []string
 }
 
 // Option configures Start.
@@ -106,6 +107,12 @@ type Option func(*config)
 // WithAOF turns on appendonly with appendfsync always, so every acknowledged
 // write is on disk and survives Stop, Kill and Restart.
 func WithAOF() Option { return func(c *config) { c.aof = true } }
+
+// WithArgs adds redis-server arguments, such as "--rename-command",
+// "CONFIG", "" for a server that refuses CONFIG as managed services do.
+func WithArgs(args ...string) Option {
+	return func(c *config) { c.args = append(c.args, args...) }
+}
 
 // shared is the package's shared server: started on first use by Shared,
 // stopped by Run after the tests.
@@ -413,6 +420,7 @@ func (s *Server) startFresh() error {
 		if s.extra != nil {
 			s.args = append(s.args, s.extra(ports[1])...)
 		}
+		s.args = append(s.args, s.cfg.args...)
 		var inUse bool
 		if inUse, err = s.launch(); err == nil || !inUse {
 			return err

@@ -1,0 +1,176 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// bells are the doorbells of a hub, one per Redis primary that owns a
+// tailed room (a single one unless on a Cluster).
+type bells struct {
+	h      *Hub
+	mu     sync.Mutex
+	byAddr map[string]*bell
+	of     map[*tailedRoom]*bell
+}
+
+func newBells(h *Hub) *bells {
+	return &bells{h: h, byAddr: map[string]*bell{}, of: map[*tailedRoom]*bell{}}
+}
+
+// nodeOf is the client of the node whose doorbell rings for r: the hub's
+// blocking client itself, or on a Cluster the node that owns r's slot now,
+// as the command client knows it (its appends and reads meet MOVED first).
+func (b *bells) nodeOf(ctx context.Context, r *tailedRoom) (addr string, c redis.UniversalClient, err error) {
+	cc, ok := b.h.store.rdb.(*redis.ClusterClient)
+	if !ok {
+		return "", b.h.blocking, nil
+	}
+	node, err := cc.MasterForKey(ctx, r.key)
+	if err != nil {
+		return "", nil, err
+	}
+	return node.Options().Addr, node, nil
+}
+
+// add starts ringing for r.
+func (b *bells) add(r *tailedRoom) {
+	addr, c, err := b.nodeOf(b.h.ctx, r)
+	if err != nil {
+		// The slot map is not known yet: the next remap places the room,
+		// and until then the sweep reads it.
+		b.h.log.Warn("cannot find the room's Redis node; retrying", "room", r.name, "err", err)
+		addr, c = "", nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.place(r, addr, c)
+}
+
+// place puts r on the doorbell of addr (nil c: on none for now). b.mu must be held.
+func (b *bells) place(r *tailedRoom, addr string, c redis.UniversalClient) {
+	if old := b.of[r]; old != nil {
+		if old.addr == addr {
+			return
+		}
+		old.forget(r)
+		if old.empty() && old.addr != "" {
+			old.stop()
+			delete(b.byAddr, old.addr)
+		}
+	}
+	delete(b.of, r)
+	if c == nil {
+		b.of[r] = nil
+		return
+	}
+	bl := b.byAddr[addr]
+	if bl == nil {
+		bl = newBell(b.h, addr, c)
+		b.byAddr[addr] = bl
+	}
+	b.of[r] = bl
+	bl.want(r)
+}
+
+// remove stops ringing for r.
+func (b *bells) remove(r *tailedRoom) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bl := b.of[r]; bl != nil {
+		bl.forget(r)
+	}
+	delete(b.of, r)
+}
+
+// follow keeps each room's doorbell on the node that owns its slot: after
+// a migration or a failover, the room's channels move to the new owner,
+// which rings the room once when it confirms them.
+func (b *bells) follow() {
+	h := b.h
+	defer h.wg.Done()
+	cc := h.store.rdb.(*redis.ClusterClient)
+	tick := time.NewTicker(remapEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if b.anyDown() {
+			cc.ReloadState(h.ctx) // a dead node: learn who owns its slots now
+		}
+		b.mu.Lock()
+		rooms := make([]*tailedRoom, 0, len(b.of))
+		for r := range b.of {
+			rooms = append(rooms, r)
+		}
+		b.mu.Unlock()
+		for _, r := range rooms {
+			addr, c, err := b.nodeOf(h.ctx, r)
+			if err != nil {
+				continue
+			}
+			b.mu.Lock()
+			if _, still := b.of[r]; still {
+				b.place(r, addr, c)
+			}
+			b.mu.Unlock()
+		}
+	}
+}
+
+func (b *bells) anyDown() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, bl := range b.byAddr {
+		if bl.downSince.Load() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// downOf reports, for each doorbell that has been unable to ring since
+// before cutoff, why.
+func (b *bells) downOf(cutoff time.Time) map[*bell]error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out map[*bell]error
+	for _, bl := range b.byAddr {
+		since := bl.downSince.Load()
+		if since == 0 || time.Unix(0, since).After(cutoff) {
+			continue
+		}
+		if out == nil {
+			out = map[*bell]error{}
+		}
+		err := bl.lastErr.Load()
+		reason := "lost"
+		if err != nil {
+			reason = (*err).Error()
+		}
+		out[bl] = fmt.Errorf("%w: the Redis notification connection%s is down since %s: %s", ErrUnavailable, bl.where(), time.Unix(0, since).UTC().Format(time.RFC3339), reason)
+	}
+	return out
+}
+
+// bellOf is the doorbell r is on, or nil.
+func (b *bells) bellOf(r *tailedRoom) *bell {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.of[r]
+}
+
+func (b *bells) closeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, bl := range b.byAddr {
+		bl.stop()
+	}
+}
