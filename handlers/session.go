@@ -63,6 +63,7 @@ type session struct {
 
 	sub     *streams.Subscription
 	control chan []byte
+	out     outbox // the reader's messages on their way to Redis (appends.go)
 	member  string // presence member "user:connid" (presence.go)
 	// lastTyping is when the reader last passed on a typing frame (unix ns).
 	lastTyping int64
@@ -189,6 +190,12 @@ func (s *session) writePass(w wants) (more bool, err error) {
 		// has nothing after the cursor: the history ends here).
 		entries, next, err = s.sub.Read(s.ctx, s.cursor, buf)
 	}
+	if errors.Is(err, streams.ErrUnavailable) {
+		// The room cannot be tailed now: say so, and let the client come
+		// back (with since=) rather than wait on silence.
+		s.giveUp("the room is unavailable right now; reconnect to try again", err)
+		return false, err
+	}
 	if err != nil {
 		s.log.Warn("reading the room failed; retrying", "err", err)
 		time.AfterFunc(retryDelay, s.kick)
@@ -198,6 +205,12 @@ func (s *session) writePass(w wants) (more bool, err error) {
 		return false, err
 	}
 	for _, e := range entries {
+		if !s.ready && s.readyAt.Less(e.ID) {
+			// Past the history: what follows is live, and comes after ready.
+			if err := s.becomeReady(s.readyAt); err != nil {
+				return false, err
+			}
+		}
 		if e.Frame == nil {
 			continue // an entry without a message
 		}
@@ -212,16 +225,8 @@ func (s *session) writePass(w wants) (more bool, err error) {
 	s.cursor = next
 	// stuck only if the stream was reset under us: take what we have as the history.
 	if !s.ready && (stuck || !s.cursor.Less(s.readyAt)) {
-		s.ready = true
-		snapshot := s.snapshot() // read first, so that ready and snapshot go out together
-		s.srv.stats.replay.Observe(float64(s.replayed))
-		if err := s.send(readyFrame{Type: "ready", Room: s.room, LastID: s.cursor.String(), Epoch: s.epoch}); err != nil {
+		if err := s.becomeReady(s.cursor); err != nil {
 			return false, err
-		}
-		if snapshot != nil {
-			if err := s.writeText(snapshot); err != nil {
-				return false, err
-			}
 		}
 	}
 	if s.ready {
@@ -230,6 +235,21 @@ func (s *session) writePass(w wants) (more bool, err error) {
 		}
 	}
 	return !s.ready || len(entries) == cap(buf), nil
+}
+
+// becomeReady ends the replay: the ready frame, naming the last entry of
+// the history, then the presence snapshot.
+func (s *session) becomeReady(last streams.ID) error {
+	s.ready = true
+	snapshot := s.snapshot() // read first, so that ready and snapshot go out together
+	s.srv.stats.replay.Observe(float64(s.replayed))
+	if err := s.send(readyFrame{Type: "ready", Room: s.room, LastID: last.String(), Epoch: s.epoch}); err != nil {
+		return err
+	}
+	if snapshot != nil {
+		return s.writeText(snapshot)
+	}
+	return nil
 }
 
 // join sends what comes before the replay: a gap notice, or the newest
@@ -391,28 +411,15 @@ func (s *session) handle(data []byte) {
 		return
 	}
 	if bad != nil {
-		s.queueError(bad)
+		s.submit(outgoing{refusal: bad})
 		return
 	}
 	if r := s.srv.guard.allowMessage(&s.rate, s.user, m.ClientID); r != nil {
-		s.queueError(r)
+		s.submit(outgoing{refusal: r})
 		return
 	}
 	m.User = s.user
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
-	s.appendStarted()
-	id, dup, err := s.srv.hub.Store().Append(ctx, s.room, m)
-	cancel()
-	held := s.appendDone()
-	defer s.wake(held) // after the ack or error is queued
-	if err != nil {
-		s.log.Warn("append failed", "err", err)
-		s.queueError(&refusal{code: codeUnavailable, message: "the message was not stored: storage is unavailable, try again", clientID: m.ClientID})
-		return
-	}
-	if m.ClientID != "" && !s.compat {
-		s.queueAck(encode(ackFrame{Type: "ack", ClientID: m.ClientID, ID: id.String(), Duplicate: dup}), id)
-	}
+	s.submit(outgoing{m: m}) // appends.go: stored in order, the reader reads on
 }
 
 // startPings pings the client every PingPeriod, from a timer rather than a
@@ -457,6 +464,7 @@ func (s *session) close() {
 		s.ackTimer.Stop()
 	}
 	s.mu.Unlock()
+	s.out.done.Wait() // the messages read are stored and their replies queued first
 	s.requestClose(websocket.CloseNormalClosure, "")
 	s.waitWriter(closeGrace)
 	s.stop()

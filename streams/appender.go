@@ -40,6 +40,9 @@ type appendCall struct {
 	err  error
 	lead bool          // woken to send the next batch
 	done chan struct{} // cap 1: signalled once the call has a result, or is to lead
+	// more are appends that go in the same batch right after this one, in
+	// order (AppendMany): only this call is queued and signalled.
+	more []*appendCall
 	// set when the call is sent
 	add   *redis.StringCmd
 	group *scriptGroup // client_id appends: the script call it is in
@@ -48,6 +51,46 @@ type appendCall struct {
 
 var callPool = sync.Pool{New: func() any { return &appendCall{done: make(chan struct{}, 1)} }}
 
+// AppendResult is the outcome of one append of AppendMany.
+type AppendResult struct {
+	ID        ID
+	Duplicate bool
+	Err       error
+}
+
+// AppendMany stores ms in the room in this order, in one pipeline (a
+// connection's messages sent before their acks came back), and returns
+// their outcomes in the same order. Plain and client_id messages should
+// not be mixed in one call: a batch sends its client_id appends after its
+// plain ones.
+func (s *Store) AppendMany(ctx context.Context, room string, ms []Message) []AppendResult {
+	out := make([]AppendResult, len(ms))
+	if len(ms) == 1 {
+		out[0].ID, out[0].Duplicate, out[0].Err = s.appendCoalesced(ctx, room, ms[0])
+		return out
+	}
+	if len(ms) == 0 {
+		return out
+	}
+	if err := ctx.Err(); err != nil {
+		for i := range out {
+			out[i].Err = fmt.Errorf("append to %s: %w", s.keys.Messages(room), err)
+		}
+		return out
+	}
+	calls := make([]*appendCall, len(ms))
+	for i := range ms {
+		calls[i] = &appendCall{ctx: ctx, room: room, m: ms[i]}
+	}
+	head := calls[0]
+	head.done, head.more = make(chan struct{}, 1), calls[1:]
+	s.enqueue(head)
+	for i, c := range calls {
+		out[i] = AppendResult{ID: c.id, Duplicate: c.dup, Err: c.err}
+	}
+	return out
+}
+
 // appendCoalesced is Append through the coalescer.
 func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID, bool, error) {
 	if err := ctx.Err(); err != nil {
@@ -55,6 +98,16 @@ func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID
 	}
 	c := callPool.Get().(*appendCall)
 	c.ctx, c.room, c.m = ctx, room, m
+	s.enqueue(c)
+	id, dup, err := c.id, c.dup, c.err
+	*c = appendCall{done: c.done}
+	callPool.Put(c)
+	return id, dup, err
+}
+
+// enqueue sends c (and c.more) now, or queues it for the next batch, and
+// returns once it has its result.
+func (s *Store) enqueue(c *appendCall) {
 	b := &s.batch
 	b.mu.Lock()
 	if b.inFlight >= maxBatchesInFlight {
@@ -69,10 +122,6 @@ func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID
 	if c.lead {
 		s.sendBatch(c)
 	}
-	id, dup, err := c.id, c.dup, c.err
-	*c = appendCall{done: c.done}
-	callPool.Put(c)
-	return id, dup, err
 }
 
 // sendBatch sends the leader's own call and every queued one in one
@@ -82,13 +131,23 @@ func (s *Store) appendCoalesced(ctx context.Context, room string, m Message) (ID
 func (s *Store) sendBatch(self *appendCall) {
 	b := &s.batch
 	b.mu.Lock()
-	calls := append(b.queue, self)
-	b.queue = make([]*appendCall, 0, len(calls))
+	queued := append(b.queue, self)
+	b.queue = make([]*appendCall, 0, len(queued))
 	b.mu.Unlock()
 
+	calls := queued
+	for _, c := range queued {
+		if len(c.more) > 0 { // spell out AppendMany's calls, in their order
+			calls = make([]*appendCall, 0, len(queued)+len(c.more))
+			for _, c := range queued {
+				calls = append(append(calls, c), c.more...)
+			}
+			break
+		}
+	}
 	s.appendAll(calls)
 
-	for _, c := range calls {
+	for _, c := range queued {
 		if c != self {
 			c.done <- struct{}{}
 		}

@@ -82,8 +82,19 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		if !h.blocking {
 			h.m.rtt.Observe(time.Since(start).Seconds())
 		}
+		own := false
 		for _, c := range cmds {
+			if c.Err() != nil {
+				own = true
+			}
 			if failed(c.Err()) {
+				h.m.errors.WithLabelValues(c.Name()).Inc()
+			}
+		}
+		if !own && failed(err) {
+			// The pipeline failed as a whole (no connection): go-redis
+			// may leave its commands without an error of their own.
+			for _, c := range cmds {
 				h.m.errors.WithLabelValues(c.Name()).Inc()
 			}
 		}
@@ -131,10 +142,22 @@ func (h *Hub) Collectors() []prometheus.Collector {
 		h.lag,
 		counter("xroom_messages_appended_total", "Messages this process stored in Redis (duplicates of a client_id not counted).", h.store.appended.Load),
 		counter("xroom_catchups_total", "Reads from Redis by a connection that fell behind its room's in-memory buffer.", h.stats.CatchUps.Load),
-		counter("xroom_tail_reads_total", "Tail reads (XREAD) that returned entries.", h.stats.TailReads.Load),
+		counter("xroom_tail_reads_total", "XREAD commands the tail sent (one may read many rooms).", h.stats.TailReads.Load),
 		counter("xroom_tail_errors_total", "Tail reads that failed (retried with backoff).", h.stats.TailErrors.Load),
+		counter("xroom_tail_rings_total", "Keyspace notifications heard by the tail (tail mode notify).", h.stats.Rings.Load),
+		counter("xroom_tail_reconnects_total", "Times the tail's notification connection was lost (made again at once).", h.stats.Reconnects.Load),
+		counter("xroom_tail_stalls_total", "Times a room could not be tailed for longer than the stall bound; its clients were told unavailable.", h.stats.Stalls.Load),
 		counter("xroom_entries_skipped_total", "Stream entries without a message field, never shown to clients.", h.stats.Skipped.Load),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xroom_rooms_tailed", Help: "Rooms this process tails now (one XREAD BLOCK each)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xroom_rooms_tailed", Help: "Rooms this process tails now."},
 			func() float64 { return float64(h.Rooms()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xroom_tail_healthy", Help: "1 while every tailed room can be tailed, 0 while some cannot (see /readyz)."},
+			func() float64 {
+				if h.Health() != nil {
+					return 0
+				}
+				return 1
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xroom_tail_mode", Help: "The tail mode in force: 0 not chosen yet, 1 notify, 2 blocking, 3 poll."},
+			func() float64 { return float64(h.Mode()) }),
 	}
 }
