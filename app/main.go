@@ -58,6 +58,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("no REDIS_URL: using an embedded in-memory Redis; history lives in memory only and is lost on exit",
 			"addr", mr.Addr(), "redis-cli", "redis-cli -p "+mr.Port())
 		cfg.RedisURL = "redis://" + mr.Addr()
+		if cfg.TailMode == streams.ModeAuto {
+			cfg.TailMode = streams.ModeBlocking // it has no keyspace notifications
+		}
 	}
 	opts, err := cfg.redisOptions()
 	if err != nil {

@@ -175,6 +175,13 @@ func NewHub(store *Store, blocking redis.UniversalClient, opt HubOptions) *Hub {
 		rooms: map[string]*tailedRoom{}, modeSet: make(chan struct{}), lag: newLagHistogram()}
 	h.tail = newTailer(h)
 	h.bells = newBells(h)
+	if sentinel(store.rdb) {
+		// Where each client's newest connection went: after a failover the
+		// command pool moves to the new primary at once, and the doorbell
+		// follows it (bells.followPrimary).
+		store.rdb.AddHook(&h.bells.poolAddr)
+		blocking.AddHook(&h.bells.bellAddr)
+	}
 	h.groups = newGroups(h)
 	h.reaper.wake = make(chan struct{}, 1)
 	h.wg.Add(4)
