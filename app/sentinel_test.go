@@ -58,19 +58,27 @@ func startSentinel(t *testing.T, masterAddr string) string {
 	}
 }
 
-func TestRunThroughSentinel(t *testing.T) {
-	master := redistest.Start(t)
-	sentinel := startSentinel(t, master.Addr)
-	prefix := redistest.Prefix(t)
+// twoThroughSentinel starts xroom on Redis through sentinel, and joins
+// alice and bob to lobby.
+func twoThroughSentinel(t *testing.T, sentinel, prefix string) (a, b *wsClient) {
+	t.Helper()
 	r := startRun(t, baseEnv(t, map[string]string{
 		"REDIS_URL":             "redis://" + sentinel,
 		"REDIS_SENTINEL_MASTER": "mymaster",
 		"CHAT_PREFIX":           prefix,
 	}))
-	a := dial(t, r.base, "lobby", "alice")
-	b := dial(t, r.base, "lobby", "bob")
+	a = dial(t, r.base, "lobby", "alice")
+	b = dial(t, r.base, "lobby", "bob")
 	a.expect("ready")
 	b.expect("ready")
+	return a, b
+}
+
+func TestRunThroughSentinel(t *testing.T) {
+	master := redistest.Start(t)
+	sentinel := startSentinel(t, master.Addr)
+	prefix := redistest.Prefix(t)
+	a, b := twoThroughSentinel(t, sentinel, prefix)
 	ack, _ := a.sendAcked("via sentinel", "s-1")
 	if f := b.expect("message"); f.ID != ack.ID || f.Message != "via sentinel" {
 		t.Fatalf("bob got %+v, want %s", f, ack.ID)
@@ -104,16 +112,7 @@ func TestRunFollowsASentinelFailover(t *testing.T) {
 	})
 	sentinel := startSentinel(t, master.Addr)
 	_, sport, _ := net.SplitHostPort(sentinel)
-	prefix := redistest.Prefix(t)
-	r := startRun(t, baseEnv(t, map[string]string{
-		"REDIS_URL":             "redis://" + sentinel,
-		"REDIS_SENTINEL_MASTER": "mymaster",
-		"CHAT_PREFIX":           prefix,
-	}))
-	a := dial(t, r.base, "lobby", "alice")
-	b := dial(t, r.base, "lobby", "bob")
-	a.expect("ready")
-	b.expect("ready")
+	a, b := twoThroughSentinel(t, sentinel, redistest.Prefix(t))
 	ack, _ := a.sendAcked("before", "f-1")
 	if f := b.expect("message"); f.ID != ack.ID {
 		t.Fatalf("bob got %+v, want %s", f, ack.ID)

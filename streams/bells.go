@@ -97,16 +97,8 @@ func (b *bells) remove(r *tailedRoom) {
 // which rings the room once when it confirms them.
 func (b *bells) follow() {
 	h := b.h
-	defer h.wg.Done()
 	cc := h.store.rdb.(*redis.ClusterClient)
-	tick := time.NewTicker(remapEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case <-tick.C:
-		}
+	h.every(remapEvery, func() {
 		if b.anyDown() {
 			cc.ReloadState(h.ctx) // a dead node: learn who owns its slots now
 		}
@@ -127,7 +119,7 @@ func (b *bells) follow() {
 			}
 			b.mu.Unlock()
 		}
-	}
+	})
 }
 
 func (b *bells) anyDown() bool {
@@ -188,29 +180,21 @@ func (b *bells) closeAll() {
 // subscriptions ring every room once.
 func (b *bells) followPrimary() {
 	h := b.h
-	defer h.wg.Done()
-	tick := time.NewTicker(remapEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case <-tick.C:
-		}
+	h.every(remapEvery, func() {
 		pool, bell := b.poolAddr.get(), b.bellAddr.get()
 		if pool == "" || bell == "" || pool == bell {
-			continue
+			return
 		}
 		b.mu.Lock()
 		bl := b.byAddr[""]
 		b.mu.Unlock()
 		if bl == nil {
-			continue
+			return
 		}
 		h.log.Warn("the Redis primary changed; moving the notification connection to it", "from", bell, "to", pool)
 		b.bellAddr.set(pool) // until the new connection says where it went
 		bl.renew()
-	}
+	})
 }
 
 // dialedAddr is a go-redis hook that remembers the remote address of the

@@ -337,6 +337,22 @@ func (h *Hub) Rooms() int {
 	return len(h.rooms)
 }
 
+// every runs f every d until the hub closes, and marks the caller's
+// goroutine done then (it must have been added to h.wg).
+func (h *Hub) every(d time.Duration, f func()) {
+	defer h.wg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-tick.C:
+			f()
+		}
+	}
+}
+
 type backoff struct{ d time.Duration }
 
 func newBackoff() *backoff { return &backoff{d: 50 * time.Millisecond} }
