@@ -241,7 +241,7 @@ func (h *Hub) Subscribe(ctx context.Context, room string, notify func()) (*Subsc
 	}
 	r := h.rooms[room]
 	if r == nil {
-		r = &tailedRoom{name: room, key: h.store.keys.Messages(room), ready: make(chan struct{}), ring: make([]*Entry, h.opt.Buffer)}
+		r = &tailedRoom{name: room, key: h.store.keys.Messages(room), ready: make(chan struct{}), ring: make([]*Entry, min(ringStart, h.opt.Buffer)), ringMax: h.opt.Buffer}
 		r.events.key = h.store.keys.Events(room)
 		r.withEvents.Store(true)
 		h.rooms[room] = r
