@@ -16,16 +16,16 @@ import (
 // progress. HEADER_TIMEOUT and IDLE_TIMEOUT set the first two
 // (Config.HeaderTimeout, Config.IdleTimeout).
 const (
-	// headerTimeout: a new connection must send its first byte within it,
+	// DefaultHeaderTimeout: a new connection must send its first byte within it,
 	// and then its request line and headers within it of that byte. Any
 	// client on any link needs far less; sockets opened only to hold
 	// descriptors (a silent flood) are gone as quickly.
-	headerTimeout = 5 * time.Second
-	// idleTimeout: how long a keep-alive connection may wait for its next
+	DefaultHeaderTimeout = 5 * time.Second
+	// DefaultIdleTimeout: how long a keep-alive connection may wait for its next
 	// request. It spans the page's 15-second room-list refresh; past it,
 	// the descriptor (and the slot of HTTP's share) is worth more than the
 	// handshake that reuse saves.
-	idleTimeout = 60 * time.Second
+	DefaultIdleTimeout = 60 * time.Second
 	// bodyTimeout: a request body (at most BodyLimit) must arrive within
 	// this of its headers: the 30 s slow links always had (408 after it).
 	bodyTimeout = 30 * time.Second

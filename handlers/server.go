@@ -50,7 +50,7 @@ type Config struct {
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
 	// HeaderTimeout and IdleTimeout bound silent HTTP connections (edge.go;
-	// 0: headerTimeout, idleTimeout). HTTPConns caps connections still in
+	// 0: DefaultHeaderTimeout, DefaultIdleTimeout). HTTPConns caps connections still in
 	// HTTP (0: fasthttp's default); see netedge.Budget.
 	HeaderTimeout, IdleTimeout time.Duration
 	HTTPConns                  int
@@ -100,10 +100,10 @@ func New(hub *streams.Hub, cfg Config) *Server {
 		cfg.RedisTimeout = redisTimeout
 	}
 	if cfg.HeaderTimeout <= 0 {
-		cfg.HeaderTimeout = headerTimeout
+		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = idleTimeout
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
