@@ -30,6 +30,9 @@ const (
 	maskBit        = 0x80
 	// maxControlPayload is RFC 6455's limit on a control frame's payload.
 	maxControlPayload = 125
+	// directRead is the most a message grows by in one read: a header
+	// that announces a large frame costs memory only as its bytes arrive.
+	directRead = 16 << 10
 )
 
 // wsFailure is a client frame that breaks RFC 6455 or a limit: the
@@ -196,12 +199,14 @@ func (fr *frameReader) fill(n int) error {
 // waiting for the rest of the message.
 func (fr *frameReader) payload(h frameHeader) error {
 	need := int(h.n) // at most limit: checked by next
-	fr.msg = slices.Grow(fr.msg, need)
 	for pos := 0; need > 0; {
 		start := len(fr.msg)
 		if fr.r == fr.w && need >= len(fr.buf) {
-			// A large remainder goes straight into the message.
-			m, err := fr.conn.Read(fr.msg[start : start+need])
+			// A large remainder goes straight into the message, which
+			// grows with what arrives, not with what a header announces.
+			chunk := min(need, directRead)
+			fr.msg = slices.Grow(fr.msg, chunk)
+			m, err := fr.conn.Read(fr.msg[start : start+chunk])
 			if m == 0 && err != nil {
 				return err
 			}
