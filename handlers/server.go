@@ -50,8 +50,8 @@ type Config struct {
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
 	// HeaderTimeout and IdleTimeout bound silent HTTP connections (edge.go;
-	// 0: DefaultHeaderTimeout, DefaultIdleTimeout). HTTPConns caps connections still in
-	// HTTP (0: fasthttp's default); see netedge.Budget.
+	// 0: DefaultHeaderTimeout, DefaultIdleTimeout). HTTPConns caps the
+	// connections still in HTTP (0: fasthttp's default); see netedge.Budget.
 	HeaderTimeout, IdleTimeout time.Duration
 	HTTPConns                  int
 	// Metrics, when set, gets the server's and the hub's metrics registered

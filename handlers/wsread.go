@@ -2,7 +2,7 @@ package handlers
 
 import (
 	"encoding/binary"
-	"net"
+	"io"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -70,7 +70,7 @@ type frameHeader struct {
 // hands over any bytes the HTTP server had buffered). It is owned by the
 // session's read loop.
 type frameReader struct {
-	conn  net.Conn
+	conn  io.Reader
 	buf   []byte // buf[r:w] is read and not yet parsed
 	r, w  int
 	limit int // most bytes in one message, over all its fragments
@@ -84,7 +84,7 @@ type frameReader struct {
 	pong func()
 }
 
-func newFrameReader(conn net.Conn, limit int, ping func([]byte), pong func()) *frameReader {
+func newFrameReader(conn io.Reader, limit int, ping func([]byte), pong func()) *frameReader {
 	return &frameReader{conn: conn, buf: make([]byte, readBuffer), limit: limit, ping: ping, pong: pong}
 }
 

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"unicode/utf8"
 )
@@ -67,4 +68,51 @@ func TestUnmask(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Whatever bytes a client sends, the reader never panics, and what it
+// returns is a whole message within the limit, valid UTF-8 if text, or an
+// error that fails the connection with a code it may send.
+func FuzzFrameReader(f *testing.F) {
+	mask := func(b0 byte, payload string) []byte {
+		key := [4]byte{1, 2, 3, 4}
+		out := []byte{b0, 0x80 | byte(len(payload))}
+		out = append(out, key[:]...)
+		for i := range len(payload) {
+			out = append(out, payload[i]^key[i%4])
+		}
+		return out
+	}
+	f.Add(mask(0x81, `{"message":"hi"}`))
+	f.Add(append(mask(0x01, "caf\xc3"), mask(0x80, "\xa9")...))
+	f.Add(append(mask(0x01, "x"), append(mask(0x89, "ping"), mask(0x80, "y")...)...))
+	f.Add(mask(0x88, "\x03\xe8bye"))
+	f.Add(mask(0x88, "\x03"))
+	f.Add([]byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4})
+	f.Add(mask(0xc1, "rsv"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const limit = 64
+		fr := newFrameReader(bytes.NewReader(data), limit, func([]byte) {}, func() {})
+		for {
+			op, msg, err := fr.next()
+			if err != nil {
+				var failed *wsFailure
+				var closed *peerClose
+				switch {
+				case errors.As(err, &failed):
+					if failed.code != 1002 && failed.code != 1007 && failed.code != 1009 {
+						t.Fatalf("failure with close %d", failed.code)
+					}
+				case errors.As(err, &closed):
+					if !validCloseCode(closed.code) && closed.code != 1005 {
+						t.Fatalf("echoing close %d", closed.code)
+					}
+				}
+				return
+			}
+			if len(msg) > limit || op != opText && op != opBinary || op == opText && !utf8.Valid(msg) {
+				t.Fatalf("message op %d of %d bytes: %q", op, len(msg), msg)
+			}
+		}
+	})
 }
