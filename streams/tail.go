@@ -283,6 +283,23 @@ func newTailQuery(rooms []*tailedRoom) tailQuery {
 	return q
 }
 
+// find returns the index of key among the query's keys, looking from
+// from on (where the answer's order puts it) and then from the start; -1
+// when it is not there.
+func (q tailQuery) find(key string, from int) int {
+	for k := from; k < len(q.owner); k++ {
+		if q.args[k] == key {
+			return k
+		}
+	}
+	for k := 0; k < min(from, len(q.owner)); k++ {
+		if q.args[k] == key {
+			return k
+		}
+	}
+	return -1
+}
+
 // deliver puts what an XREAD returned into the rooms' rings and wakes
 // their subscribers. It returns the rooms that got a full COUNT of some
 // stream: they have more to read.
@@ -290,12 +307,10 @@ func (h *Hub) deliver(q tailQuery, res []redis.XStream) (again []*tailedRoom) {
 	read := time.Now()
 	k := 0 // Redis answers in the order of the keys asked, leaving out those with nothing
 	for _, st := range res {
-		for k < len(q.owner) && q.args[k] != st.Stream {
-			k++
-		}
-		if k == len(q.owner) {
+		if k = q.find(st.Stream, k); k < 0 {
 			h.log.Warn("tail read answered a stream it did not ask for", "stream", st.Stream)
-			return again
+			k = 0
+			continue
 		}
 		r := q.owner[k]
 		if len(st.Messages) >= h.opt.ReadCount {
