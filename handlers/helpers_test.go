@@ -51,6 +51,9 @@ type options struct {
 	prefix string
 	// maxLen is the store's MAXLEN ~ cap; 0 is 10000.
 	maxLen int64
+	// ackReplicas and ackTimeout are the store's AckReplicas and AckTimeout.
+	ackReplicas int
+	ackTimeout  time.Duration
 	// storeHook, when set, goes on the server's Redis client; tailHook on
 	// every client the hub's tail reads with.
 	storeHook, tailHook redis.Hook
@@ -85,7 +88,7 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if o.maxLen == 0 {
 		o.maxLen = 10000
 	}
-	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen})
+	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen, AckReplicas: o.ackReplicas, AckTimeout: o.ackTimeout})
 	o.hub.Encode = handlers.EncodeMessage
 	o.hub.EncodeEvent = handlers.EncodeEvent
 	if o.hub.Block == 0 {
