@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/static"
@@ -66,13 +65,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewUniversalClient(opts)
-	defer rdb.Close()
 	tailOpts := *opts
 	tailOpts.ClientName = "xroom-tail"
 	tailOpts.PoolSize, tailOpts.MaxActiveConns = tailPoolSize, tailPoolSize
 	tailOpts.MaxIdleConns = tailPoolSize
-	blocking := redis.NewUniversalClient(&tailOpts)
+	rdb, blocking, stopFollowing := newRedisClients(opts, &tailOpts, log)
+	defer stopFollowing()
+	defer rdb.Close()
 
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		// Not fatal: xroom starts and heals once Redis answers (see /readyz).

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/internal/failover"
 )
 
 // ErrNotReplicated is the error of an append that Redis stored but that
@@ -63,7 +65,7 @@ func (s *Store) replicated(c *appendCall, wait *redis.IntCmd, execErr error) {
 // pipeline would send a keyless WAIT to one node only, so each primary
 // gets its own pipeline (with its WAIT), sent in parallel. A slot that
 // moved meanwhile fails its appends with MOVED (sent as unavailable; the
-// sender resends, and the slot map is reloaded at once).
+// sender resends), and such a failure reloads the slot map at once.
 func (s *Store) appendByNode(ctx context.Context, cc *redis.ClusterClient, calls []*appendCall) {
 	var order []*redis.Client
 	byNode := map[*redis.Client][]*appendCall{}
@@ -97,21 +99,9 @@ func (s *Store) appendByNode(ctx context.Context, cc *redis.ClusterClient, calls
 	s.touchRooms(ctx, pipe, rooms)
 	_, _ = pipe.Exec(ctx) // advisory: the rooms list
 	for _, c := range calls {
-		if isMovedOrDown(c.err) {
+		if failover.StaleSlotMap(c.err) {
 			cc.ReloadState(ctx)
 			break
 		}
 	}
-}
-
-// isMovedOrDown reports a Cluster error that means the slot map is stale.
-func isMovedOrDown(err error) bool {
-	if err == nil {
-		return false
-	}
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return false
-	}
-	return redis.HasErrorPrefix(rerr, "MOVED") || redis.HasErrorPrefix(rerr, "CLUSTERDOWN") || redis.HasErrorPrefix(rerr, "READONLY")
 }

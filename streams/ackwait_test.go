@@ -3,6 +3,8 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,5 +107,45 @@ func (w waitCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 			}
 		}
 		return next(ctx, cmds)
+	}
+}
+
+// On a Cluster each primary's appends get their own pipeline and WAIT:
+// acks for rooms on every shard come once the shard's replica has them.
+func TestAckWaitsForReplicaOnCluster(t *testing.T) {
+	c := redistest.StartClusterWithReplicas(t, 3)
+	cc := c.Client(t)
+	store := streams.NewStore(cc, streams.Options{Prefix: redistest.Prefix(t), AckReplicas: 1})
+	ctx := context.Background()
+	rooms := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(rooms)*3)
+	for _, room := range rooms {
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _, err := store.Append(ctx, room, streams.Message{User: "u", Text: "m", ClientID: fmt.Sprintf("c%d", i)})
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := map[string]bool{}
+	for _, room := range rooms {
+		primary, _ := c.PrimaryOf(t, store.Keys().Messages(room))
+		nodes[primary] = true
+		if n := cc.XLen(ctx, store.Keys().Messages(room)).Val(); n != 3 {
+			t.Fatalf("room %s holds %d entries, want 3", room, n)
+		}
+	}
+	if len(nodes) < 2 {
+		t.Fatalf("the rooms are all on %v; the test wants several shards", nodes)
 	}
 }
