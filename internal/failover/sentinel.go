@@ -44,6 +44,13 @@ const (
 	dialTimeout = 5 * time.Second
 )
 
+// addrPrefix starts the Addr of a client made by Client, so that code
+// given only the client can tell that its primary may change.
+const addrPrefix = "sentinel:"
+
+// IsSentinelAddr reports whether a client's Addr is that of a Client.
+func IsSentinelAddr(addr string) bool { return strings.HasPrefix(addr, addrPrefix) }
+
 // ErrNoPrimary means no Sentinel named the primary.
 var ErrNoPrimary = errors.New("no Sentinel named the primary")
 
@@ -96,7 +103,7 @@ func New(opt *redis.UniversalOptions, log *slog.Logger) *Sentinel {
 // Addrs, naming Sentinels, are not used). Close it before the Sentinel.
 func (s *Sentinel) Client(opt *redis.UniversalOptions) *redis.Client {
 	o := opt.Simple()
-	o.Addr = "sentinel:" + s.master // shown in errors; the dialer picks the real address
+	o.Addr = addrPrefix + s.master // shown in errors; the dialer picks the real address
 	o.Dialer = s.dial
 	o.TLSConfig = nil // the dialer does TLS
 	c := redis.NewClient(o)
