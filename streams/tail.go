@@ -193,12 +193,19 @@ func (t *tailer) sweep() {
 func (h *Hub) read(ctx context.Context, rooms []*tailedRoom) ([]*tailedRoom, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.opt.CatchUpTimeout)
 	defer cancel()
+	if err := h.checkRollbacks(ctx, rooms); err != nil { // rollback.go
+		h.readFailed(err)
+		return rooms, err
+	}
 	if _, cluster := h.store.rdb.(*redis.ClusterClient); cluster {
 		return h.readEach(ctx, rooms)
 	}
 	q := newTailQuery(rooms)
 	h.stats.TailReads.Add(1)
 	res, err := h.store.rdb.XRead(ctx, &redis.XReadArgs{Streams: q.args, Count: int64(h.opt.ReadCount), Block: -1}).Result()
+	if anySuspect(rooms) {
+		return rooms, nil // the primary changed during the read: check, then read again
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		h.health.readOK()
@@ -225,6 +232,9 @@ func (h *Hub) readEach(ctx context.Context, rooms []*tailedRoom) ([]*tailedRoom,
 	}
 	h.stats.TailReads.Add(int64(len(rooms)))
 	_, _ = pipe.Exec(ctx)
+	if anySuspect(rooms) {
+		return rooms, nil // a room moved during the read: check, then read again
+	}
 	var again []*tailedRoom
 	var failed error
 	for i, r := range rooms {
