@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -49,7 +47,9 @@ type result struct {
 	Replay *replayResult  `json:"replay,omitempty"`
 	Idle   *idleResult    `json:"idle,omitempty"`
 	Redis  *redisCommands `json:"redis,omitempty"`
-	Steps  []result       `json:"steps,omitempty"` // sub-runs (commands scenario)
+	// RedisConns is the servers' Redis connections during the run.
+	RedisConns *redisConns `json:"redis_conns,omitempty"`
+	Steps      []result    `json:"steps,omitempty"` // sub-runs (commands scenario)
 
 	// Server is from the server's /metrics: counter deltas over the run,
 	// gauges after it (absent when the server has no /metrics).
@@ -76,10 +76,12 @@ type subResult struct {
 
 type cpuReport struct {
 	Bench  float64 `json:"bench_cores"`            // this process
-	Server float64 `json:"server_cores,omitempty"` // the xroom server (-pid or found by port); -1 unknown
-	Redis  float64 `json:"redis_cores,omitempty"`  // from INFO cpu, with -redis
-	Cores  int     `json:"machine_cores"`
-	Load   string  `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
+	Server float64 `json:"server_cores,omitempty"` // the xroom server (-pid or found by port), or all of them; -1 unknown
+	// Servers is each server's share, with several -server.
+	Servers []float64 `json:"servers_cores,omitempty"`
+	Redis   float64   `json:"redis_cores,omitempty"` // from INFO cpu, with -redis
+	Cores   int       `json:"machine_cores"`
+	Load    string    `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
 	// Others is the cores the rest of the machine used during the run
 	// (/proc/stat less the bench, the server and Redis); -1 unknown.
 	Others float64 `json:"others_cores"`
@@ -175,6 +177,9 @@ func (r *result) printText(w io.Writer) {
 	if r.Redis != nil {
 		fmt.Fprintf(w, "redis:       %s\n", r.Redis)
 	}
+	if r.RedisConns != nil {
+		fmt.Fprintf(w, "redis conns: %s\n", r.RedisConns)
+	}
 	for _, s := range r.Steps {
 		line := fmt.Sprintf("  %-12s", s.Label)
 		if s.Redis != nil {
@@ -216,6 +221,9 @@ func (r *result) printText(w io.Writer) {
 	if r.CPU.Server > 0 {
 		cpu += fmt.Sprintf(", server %.2f", r.CPU.Server)
 	}
+	if len(r.CPU.Servers) > 1 {
+		cpu += fmt.Sprintf(" (%s)", joinFloats(r.CPU.Servers, " + "))
+	}
 	if r.CPU.Redis > 0 {
 		cpu += fmt.Sprintf(", redis %.2f", r.CPU.Redis)
 	}
@@ -243,6 +251,14 @@ func (r *result) printText(w io.Writer) {
 	}
 }
 
+func joinFloats(v []float64, sep string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, sep)
+}
+
 func joinRates(v []float64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
@@ -257,13 +273,9 @@ func printTable(w io.Writer, files []string) error {
 	fmt.Fprintln(w, "| scenario | target | measured | vs baseline | result | other processes (cores) |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		r, err := readResult(f)
 		if err != nil {
 			return err
-		}
-		var r result
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
 		}
 		var targets, measured, ratios []string
 		for _, c := range r.Checks {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -287,17 +285,6 @@ func BenchmarkReceive(b *testing.B) {
 
 func TestTable(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, r result) string {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
 	good := result{Scenario: "fanout", Label: "fast", CPU: cpuReport{Others: 0.1}}
 	good.Latency = &latencySummary{P99: 3}
 	good.checkNoLoss()
@@ -307,7 +294,7 @@ func TestTable(t *testing.T) {
 	bad.checkNoLoss()
 	bad.checkP99(10 * time.Millisecond)
 	var out, errOut bytes.Buffer
-	code := mainArgs([]string{"table", write("a.json", good), write("b.json", bad)}, &out, &errOut)
+	code := mainArgs([]string{"table", writeResult(t, dir, "a.json", good), writeResult(t, dir, "b.json", bad)}, &out, &errOut)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
