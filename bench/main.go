@@ -102,7 +102,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.repeat, "repeat", 3, "replay: new clients replaying it, one after another")
 	fs.StringVar(&f.subsList, "subs-list", "10,100,1000", "commands: subscriber counts to compare")
 	fs.StringVar(&f.roomsList, "rooms-list", "10,1000,8000", "scale: room counts to compare")
-	fs.Float64Var(&f.flat, "flat", 0.2, "scale: Redis commands and CPU per message may grow by this fraction from the smallest room count to any other")
+	fs.Float64Var(&f.flat, "flat", 0.2, "scale: Redis commands and CPU per message may grow by this fraction from the smallest room count to any other (0: no such target)")
 	fs.StringVar(&f.today, "today", "", "scale: a rooms result (JSON from -out, with -redis-commands) of the server to compare with, at one of -rooms-list's counts")
 	fs.StringVar(&f.vs, "vs", "", "fanout, rooms, ingest: a result (JSON from -out) of the same scenario against another server, such as the previous commit, in the same sitting: p99 (and, closed loop, the rate) no worse than its, within -vs-tolerance")
 	fs.Float64Var(&f.vsTolerance, "vs-tolerance", 0.1, "with -vs: how much worse than its figures still counts as no worse (0.1: p99 up to 1.1 ×, rate down to 0.9 ×)")

@@ -185,9 +185,13 @@ func (r *result) printText(w io.Writer) {
 		if s.Redis != nil {
 			line += " " + s.Redis.String()
 		}
+		if s.RedisConns != nil {
+			line += fmt.Sprintf("  redis conns ≤ %d", s.RedisConns.Max)
+		}
 		if s.Latency != nil {
 			line += fmt.Sprintf("  p99 %.2f ms", s.Latency.P99)
 		}
+		line += fmt.Sprintf("  cpu bench %.2f, server %.2f, redis %.2f, other processes %.2f", s.CPU.Bench, s.CPU.Server, s.CPU.Redis, s.CPU.Others)
 		fmt.Fprintln(w, line)
 	}
 	if len(r.Server) > 0 {

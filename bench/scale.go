@@ -16,7 +16,7 @@ import (
 //     -want-redis-conns at every size;
 //   - p99 at the largest size is at most -want-p99;
 //   - Redis commands and Redis CPU per message at every size are at most
-//     1 + -flat times those at the smallest;
+//     1 + -flat times those at the smallest (-flat 0: reported, no target);
 //   - with -today FILE (a rooms result, as -out writes it, of the server
 //     being compared with, at one of the sizes): Redis commands and CPU per
 //     message at that size at most -want-vs-today times FILE's.
@@ -74,10 +74,12 @@ func scale(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (
 		res.Checks = append(res.Checks, check{What: "Redis connections (CLIENT LIST), every size", Target: fmt.Sprintf("≤ %d", f.wantRedisConns),
 			Measured: fmt.Sprint(conns), Pass: connsOK})
 	}
-	growth := 1 + f.flat
-	res.Checks = append(res.Checks,
-		growthCheck("Redis commands per message, by rooms", sizes, commands, "%.2f", growth, 0),
-		growthCheck("Redis CPU per message (µs), by rooms", sizes, cpu, "%.1f", growth, 0))
+	if f.flat > 0 {
+		growth := 1 + f.flat
+		res.Checks = append(res.Checks,
+			growthCheck("Redis commands per message, by rooms", sizes, commands, "%.2f", growth, 0),
+			growthCheck("Redis CPU per message (µs), by rooms", sizes, cpu, "%.1f", growth, 0))
+	}
 	if today != nil {
 		res.Checks = append(res.Checks, vsToday(res, sizes, today, f.wantVsToday)...)
 	}
