@@ -106,6 +106,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.today, "today", "", "scale: a rooms result (JSON from -out, with -redis-commands) of the server to compare with, at one of -rooms-list's counts")
 	fs.StringVar(&f.vs, "vs", "", "fanout, rooms, ingest: a result (JSON from -out) of the same scenario against another server, such as the previous commit, in the same sitting: p99 (and, closed loop, the rate) no worse than its, within -vs-tolerance")
 	fs.Float64Var(&f.vsTolerance, "vs-tolerance", 0.1, "with -vs: how much worse than its figures still counts as no worse (0.1: p99 up to 1.1 ×, rate down to 0.9 ×)")
+	fs.StringVar(&f.vsNameFlag, "vs-name", "", "what -vs and -today call the other run in checks (default: its -label)")
 	fs.Float64Var(&f.wantVsToday, "want-vs-today", 0.7, "scale: target Redis commands and CPU per message at -today's room count at most this × -today's")
 	fs.IntVar(&f.conns, "conns", 10000, "idle: connections")
 	fs.DurationVar(&f.hold, "hold", idleSettle, "idle: how long connections stay idle before RSS is read")

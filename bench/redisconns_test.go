@@ -123,21 +123,21 @@ func writeResult(t *testing.T, dir, name string, r result) string {
 }
 
 func TestVsToday(t *testing.T) {
-	today := &result{Scenario: "rooms", Label: "aa74194", Params: map[string]any{"rooms": float64(1000)}, Redis: &redisCommands{PerMessage: 10, CPUPerMessage: 100}}
+	today := &result{Scenario: "rooms", Label: "aa74194, 1,000 rooms × 2 members", Params: map[string]any{"rooms": float64(1000)}, Redis: &redisCommands{PerMessage: 10, CPUPerMessage: 100}}
 	res := &result{Steps: []result{{Redis: &redisCommands{PerMessage: 5, CPUPerMessage: 60}}, {Redis: &redisCommands{PerMessage: 6, CPUPerMessage: 80}}}}
-	cs := vsToday(res, []int{10, 1000}, today, 0.7)
+	cs := vsToday(res, []int{10, 1000}, today, "aa74194", 0.7)
 	if len(cs) != 2 || !cs[0].Pass || cs[1].Pass || cs[0].Ratio != "0.60 × aa74194" || cs[1].Ratio != "0.80 × aa74194" {
 		t.Fatalf("%+v", cs)
 	}
-	if cs := vsToday(res, []int{10, 100}, today, 0.7); len(cs) != 1 || cs[0].Pass {
+	if cs := vsToday(res, []int{10, 100}, today, "aa74194", 0.7); len(cs) != 1 || cs[0].Pass {
 		t.Fatalf("no step at today's size: %+v", cs)
 	}
 }
 
 func TestCheckVs(t *testing.T) {
-	before := result{Scenario: "fanout", Label: "aa74194", Latency: &latencySummary{P99: 2}, DeliveriesPerSec: 600000}
+	before := result{Scenario: "fanout", Label: "aa74194: fanout", Latency: &latencySummary{P99: 2}, DeliveriesPerSec: 600000}
 	path := writeResult(t, t.TempDir(), "before.json", before)
-	f := &scenarioFlags{vs: path, vsTolerance: 0.1}
+	f := &scenarioFlags{vs: path, vsTolerance: 0.1, vsNameFlag: "aa74194"}
 	res := &result{Scenario: "fanout", Latency: &latencySummary{P99: 2.1}, DeliveriesPerSec: 530000}
 	if err := res.checkVs(f, "deliveries/s", deliveriesPerSec); err != nil {
 		t.Fatal(err)

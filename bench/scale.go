@@ -81,18 +81,15 @@ func scale(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (
 			growthCheck("Redis CPU per message (µs), by rooms", sizes, cpu, "%.1f", growth, 0))
 	}
 	if today != nil {
-		res.Checks = append(res.Checks, vsToday(res, sizes, today, f.wantVsToday)...)
+		res.Checks = append(res.Checks, vsToday(res, sizes, today, f.vsName(today, "today's"), f.wantVsToday)...)
 	}
 	return res, nil
 }
 
-// vsToday compares the step of res at today's room count with today.
-func vsToday(res *result, sizes []int, today *result, want float64) []check {
+// vsToday compares the step of res at today's room count with today,
+// called name.
+func vsToday(res *result, sizes []int, today *result, name string, want float64) []check {
 	n, _ := today.Params["rooms"].(float64)
-	name := today.Label
-	if name == "" {
-		name = "today's"
-	}
 	for i, size := range sizes {
 		if float64(size) != n {
 			continue

@@ -28,6 +28,7 @@ type scenarioFlags struct {
 	// -vs FILE: no worse than that run, within vsTolerance
 	vs          string
 	vsTolerance float64
+	vsNameFlag  string // -vs-name
 
 	wantP99 time.Duration
 	// wantRedisConns: the servers' Redis connections at most this.

@@ -18,10 +18,7 @@ func (res *result) checkVs(f *scenarioFlags, rateWhat string, rate func(*result)
 	if other.Scenario != res.Scenario {
 		return fmt.Errorf("-vs %s: a %s result, this is %s", f.vs, other.Scenario, res.Scenario)
 	}
-	name := other.Label
-	if name == "" {
-		name = f.vs
-	}
+	name := f.vsName(other, f.vs)
 	tol := f.vsTolerance
 	if res.Latency != nil && other.Latency != nil {
 		got, was := res.Latency.P99, other.Latency.P99
@@ -40,6 +37,18 @@ func (res *result) checkVs(f *scenarioFlags, rateWhat string, rate func(*result)
 		})
 	}
 	return nil
+}
+
+// vsName is what the comparisons call the other run: -vs-name, else its
+// label, else fallback.
+func (f *scenarioFlags) vsName(other *result, fallback string) string {
+	switch {
+	case f.vsNameFlag != "":
+		return f.vsNameFlag
+	case other.Label != "":
+		return other.Label
+	}
+	return fallback
 }
 
 func deliveriesPerSec(r *result) float64 { return r.DeliveriesPerSec }
