@@ -13,6 +13,7 @@ require (
 	// v9.23.0 opened connections beyond MaxActiveConns under a burst of joins
 	// (handlers TestManyConnectionsShareFewRedisConnections); v9.17.3 holds the cap.
 	github.com/redis/go-redis/v9 v9.17.3
+	github.com/valyala/fasthttp v1.52.0
 )
 
 require (
@@ -39,7 +40,6 @@ require (
 	github.com/savsgio/gotils v0.0.0-20240303185622-093b76447511 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	github.com/valyala/fasthttp v1.52.0 // indirect
 	github.com/valyala/tcplisten v1.0.0 // indirect
 	github.com/yuin/gopher-lua v1.1.1 // indirect
 	golang.org/x/net v0.59.0 // indirect

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/netedge"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -38,6 +39,8 @@ type config struct {
 	TailMode            streams.TailMode
 	RedisPoolSize       int
 	ShutdownTimeout     time.Duration
+	HeaderTimeout       time.Duration // a connection's first byte, then its request headers
+	IdleTimeout         time.Duration // a keep-alive connection between requests
 	PresenceTTL         time.Duration
 	PresenceHeartbeat   time.Duration
 	PresenceMaxMembers  int
@@ -144,6 +147,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TailBuffer:          int(r.integer("TAIL_BUFFER", 1024, 16, 1<<20)),
 		RedisPoolSize:       int(r.integer("REDIS_POOL_SIZE", int64(10*runtime.GOMAXPROCS(0)), 1, 10000)),
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
+		HeaderTimeout:       r.duration("HEADER_TIMEOUT", handlers.DefaultHeaderTimeout, minEdgeTimeout),
+		IdleTimeout:         r.duration("IDLE_TIMEOUT", handlers.DefaultIdleTimeout, minEdgeTimeout),
 		PresenceTTL:         r.duration("PRESENCE_TTL", 30*time.Second, time.Second),
 		PresenceHeartbeat:   r.duration("PRESENCE_HEARTBEAT", 10*time.Second, 100*time.Millisecond),
 		PresenceMaxMembers:  int(r.integer("PRESENCE_MAX_MEMBERS", 1000, 1, 1000000)),
@@ -157,6 +162,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		UserRate:       r.number("USER_RATE_LIMIT", 20, 1e6),
 		UserBurst:      int(r.integer("USER_RATE_BURST", 40, 1, 1e6)),
 		MaxConnsPerIP:  int(r.integer("MAX_CONNS_PER_IP", 256, 0, 1e7)),
+		MaxConns:       int(r.integer("MAX_CONNS", 0, 0, 1e7)), // 0: planDescriptors derives it
 		TrustedProxies: r.prefixes("TRUSTED_PROXIES"),
 		MaxReplay:      int(r.integer("MAX_REPLAY", 100000, 0, 1<<40)),
 	}
@@ -200,6 +206,33 @@ func loadConfig(getenv func(string) string) (config, error) {
 		r.fail("REDIS_SENTINEL_MASTER", c.RedisSentinelMaster, "needs REDIS_URL to list the Sentinel addresses")
 	}
 	return c, r.err
+}
+
+// minEdgeTimeout is the shortest HEADER_TIMEOUT and IDLE_TIMEOUT: below
+// it, a client across the world could not send a request in time.
+const minEdgeTimeout = 100 * time.Millisecond
+
+// planDescriptors splits the descriptor limit (netedge.Plan) and checks
+// MAX_CONNS and REDIS_POOL_SIZE against it: MAX_CONNS unset (0) takes what
+// the limit leaves room for. A limit of 0 (unknown) plans nothing: no
+// MAX_CONNS, fasthttp's own connection cap, the tail pool's own size.
+func (c config) planDescriptors(limit uint64) (netedge.Budget, error) {
+	if limit == 0 {
+		return netedge.Budget{Tails: tailPoolSize, MaxConns: c.Limits.MaxConns}, nil
+	}
+	b := netedge.Plan(limit, c.RedisPoolSize, tailPoolSize, c.RedisURL == "")
+	if b.MostConns() < 1 {
+		return b, fmt.Errorf("invalid REDIS_POOL_SIZE=\"%d\": with a descriptor limit of %d (ulimit -n), Redis connections (%d, room tails included) leave no room for clients; raise the limit or lower REDIS_POOL_SIZE",
+			c.RedisPoolSize, b.Limit, b.Redis)
+	}
+	if n := c.Limits.MaxConns; n > 0 {
+		if n > b.MostConns() {
+			return b, fmt.Errorf("invalid MAX_CONNS=\"%d\": a descriptor limit of %d (ulimit -n) leaves room for at most %d WebSocket connections besides Redis (%d) and HTTP; raise the limit or lower MAX_CONNS",
+				n, b.Limit, b.MostConns(), b.Redis)
+		}
+		b = b.WithMaxConns(n)
+	}
+	return b, nil
 }
 
 func validPrefix(p string) bool {

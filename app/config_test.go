@@ -41,6 +41,8 @@ func TestConfigDefaults(t *testing.T) {
 		TailBuffer:         1024,
 		RedisPoolSize:      10 * runtime.GOMAXPROCS(0),
 		ShutdownTimeout:    10 * time.Second,
+		HeaderTimeout:      5 * time.Second,
+		IdleTimeout:        60 * time.Second,
 		PresenceTTL:        30 * time.Second,
 		PresenceHeartbeat:  10 * time.Second,
 		PresenceMaxMembers: 1000,
@@ -82,6 +84,9 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"USER_RATE_LIMIT":       "0",
 		"USER_RATE_BURST":       "9",
 		"MAX_CONNS_PER_IP":      "0",
+		"MAX_CONNS":             "5000",
+		"HEADER_TIMEOUT":        "2s",
+		"IDLE_TIMEOUT":          "90s",
 		"TRUSTED_PROXIES":       "10.0.0.0/8, 127.0.0.1,::1",
 		"MAX_REPLAY":            "500",
 		"PPROF_ADDR":            "127.0.0.1:6060",
@@ -107,13 +112,15 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		TailMode:            streams.ModeBlocking,
 		RedisPoolSize:       33,
 		ShutdownTimeout:     3 * time.Second,
+		HeaderTimeout:       2 * time.Second,
+		IdleTimeout:         90 * time.Second,
 		PresenceTTL:         45 * time.Second,
 		PresenceHeartbeat:   15 * time.Second,
 		PresenceMaxMembers:  200,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 		AuthSecret:          "0123456789abcdef0123456789abcdef",
-		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxReplay: 500,
+		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxConns: 5000, MaxReplay: 500,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 		PprofAddr: "127.0.0.1:6060",
 	}
@@ -194,6 +201,11 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"USER_RATE_LIMIT": "1e9"}, "USER_RATE_LIMIT"},
 		{map[string]string{"USER_RATE_BURST": "-3"}, "USER_RATE_BURST"},
 		{map[string]string{"MAX_CONNS_PER_IP": "-1"}, "MAX_CONNS_PER_IP"},
+		{map[string]string{"MAX_CONNS": "-1"}, "MAX_CONNS"},
+		{map[string]string{"MAX_CONNS": "many"}, "MAX_CONNS"},
+		{map[string]string{"HEADER_TIMEOUT": "10ms"}, "HEADER_TIMEOUT"},
+		{map[string]string{"HEADER_TIMEOUT": "5"}, "HEADER_TIMEOUT"}, // no unit
+		{map[string]string{"IDLE_TIMEOUT": "0s"}, "IDLE_TIMEOUT"},
 		{map[string]string{"MAX_REPLAY": "lots"}, "MAX_REPLAY"},
 		{map[string]string{"TRUSTED_PROXIES": "proxy.local"}, "TRUSTED_PROXIES"},
 		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
@@ -210,6 +222,41 @@ func TestConfigBadValues(t *testing.T) {
 		if want := tc.name + `="` + value + `"`; !strings.Contains(err.Error(), want) {
 			t.Errorf("%v: error %q does not name %s", tc.env, err, want)
 		}
+	}
+}
+
+// The descriptor limit is spent on Redis, HTTP and WebSockets: MAX_CONNS
+// is derived from it unless set, and a setting it cannot hold is an error
+// that names the variable.
+func TestPlanDescriptors(t *testing.T) {
+	c, err := loadConfig(envMap(map[string]string{"REDIS_URL": "redis://r:6379", "REDIS_POOL_SIZE": "20"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.planDescriptors(20000)
+	if err != nil || b.MaxConns != 17423 || b.HTTPConns != 2489 || b.Tails != tailPoolSize {
+		t.Fatalf("20000 descriptors: %+v, %v", b, err)
+	}
+	c.Limits.MaxConns = 10000
+	if b, err = c.planDescriptors(20000); err != nil || b.MaxConns != 10000 || b.HTTPConns != 9912 {
+		t.Fatalf("MAX_CONNS=10000: %+v, %v; want HTTP to get the rest", b, err)
+	}
+	c.Limits.MaxConns = 20000
+	if _, err = c.planDescriptors(20000); err == nil || !strings.Contains(err.Error(), `MAX_CONNS="20000"`) || !strings.Contains(err.Error(), "at most 19896") {
+		t.Fatalf("MAX_CONNS over the limit: %v", err)
+	}
+	c.Limits.MaxConns, c.RedisPoolSize = 0, 1000
+	if _, err = c.planDescriptors(1024); err == nil || !strings.Contains(err.Error(), `REDIS_POOL_SIZE="1000"`) {
+		t.Fatalf("a pool that takes every descriptor: %v", err)
+	}
+	// The embedded Redis holds both ends of each connection.
+	c.RedisURL, c.RedisPoolSize = "", 20
+	if b, err = c.planDescriptors(20000); err != nil || b.Redis != 2*(20+tailPoolSize) {
+		t.Fatalf("embedded: %+v, %v", b, err)
+	}
+	// Unknown limit: nothing planned.
+	if b, err = c.planDescriptors(0); err != nil || b.MaxConns != 0 || b.HTTPConns != 0 || b.Tails != tailPoolSize {
+		t.Fatalf("no limit: %+v, %v", b, err)
 	}
 }
 

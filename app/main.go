@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/netedge"
 	"github.com/xroom/xroom/static"
 	"github.com/xroom/xroom/streams"
 )
@@ -48,6 +49,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	budget, err := spendDescriptors(cfg, log)
+	if err != nil {
+		return err
+	}
 
 	if cfg.RedisURL == "" {
 		mr, err := startEmbedded(cfg.EmbeddedRedisAddr)
@@ -58,6 +63,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("no REDIS_URL: using an embedded in-memory Redis; history lives in memory only and is lost on exit",
 			"addr", mr.Addr(), "redis-cli", "redis-cli -p "+mr.Port())
 		cfg.RedisURL = "redis://" + mr.Addr()
+		if cfg.TailMode == streams.ModeAuto {
+			cfg.TailMode = streams.ModeBlocking // it has no keyspace notifications
+		}
 	}
 	opts, err := cfg.redisOptions()
 	if err != nil {
@@ -67,8 +75,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer rdb.Close()
 	tailOpts := *opts
 	tailOpts.ClientName = "xroom-tail"
-	tailOpts.PoolSize, tailOpts.MaxActiveConns = tailPoolSize, tailPoolSize
-	tailOpts.MaxIdleConns = tailPoolSize
+	tailOpts.PoolSize, tailOpts.MaxActiveConns = budget.Tails, budget.Tails
+	tailOpts.MaxIdleConns = budget.Tails
 	blocking := redis.NewUniversalClient(&tailOpts)
 
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -87,6 +95,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
+	cfg.Limits.MaxConns = budget.MaxConns
 	srv := handlers.New(hub, handlers.Config{
 		HistoryOnJoin:   cfg.HistoryOnJoin,
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -102,6 +111,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		PresenceHeartbeat:  cfg.PresenceHeartbeat,
 		PresenceMaxMembers: cfg.PresenceMaxMembers,
 		Metrics:            metrics,
+		HeaderTimeout:      cfg.HeaderTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		HTTPConns:          budget.HTTPConns,
 	})
 	app := srv.App()
 
@@ -113,7 +125,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("xroom is serving", "url", "http://"+displayAddr(ln.Addr()), "prefix", cfg.Prefix, "auth", cfg.AuthSecret != "")
 	served := make(chan error, 1)
-	go func() { served <- app.Listener(ln) }()
+	// The edge: failed accepts are retried, never fatal (handlers/edge.go).
+	go func() { served <- app.Listener(srv.WrapListener(ln)) }()
 
 	select {
 	case <-ctx.Done():
@@ -137,6 +150,22 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	_ = hub.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// spendDescriptors raises the soft descriptor limit to the hard one, logs
+// both, and plans how they are spent (config.planDescriptors).
+func spendDescriptors(cfg config, log *slog.Logger) (netedge.Budget, error) {
+	soft, hard, err := netedge.RaiseFileLimit()
+	if err != nil {
+		log.Warn("cannot raise the descriptor limit (RLIMIT_NOFILE)", "soft", soft, "hard", hard, "err", err)
+	}
+	b, err := cfg.planDescriptors(soft)
+	if err != nil {
+		return b, err
+	}
+	log.Info("descriptor limit", "soft", soft, "hard", hard, "max_conns", b.MaxConns, "http_conns", b.HTTPConns,
+		"redis_conns", b.Redis, "room_tails", b.Tails)
+	return b, nil
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,9 +67,19 @@ type proc struct {
 // empty directory, and waits for its URL.
 func startProc(t *testing.T, env map[string]string) *proc {
 	t.Helper()
+	return startProcLimited(t, env, 0)
+}
+
+// startProcLimited is startProc under a descriptor limit of nofile, soft
+// and hard (0: the test's own), set by the shell before it execs the binary.
+func startProcLimited(t *testing.T, env map[string]string, nofile int) *proc {
+	t.Helper()
 	bin := xroomBinary(t)
 	p := &proc{t: t, out: &syncBuffer{}, errOut: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin)
+	if nofile > 0 {
+		p.cmd = exec.Command("/bin/sh", "-c", `ulimit -n "$1" && exec "$0"`, bin, strconv.Itoa(nofile))
+	}
 	p.cmd.Dir = t.TempDir() // no .env here
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range withoutRateLimits(env) {

@@ -1,17 +1,16 @@
 package handlers_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/streams"
 )
@@ -44,32 +43,7 @@ func liveHeap() uint64 {
 // leaves it alone: it never reads (so never answers pings) unless the test does.
 func rawDial(t *testing.T, ts *testServer, room, query string, rcvBuf int) net.Conn {
 	t.Helper()
-	addr := strings.TrimPrefix(ts.base, "http://")
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if rcvBuf > 0 {
-		_ = conn.(*net.TCPConn).SetReadBuffer(rcvBuf)
-	}
-	req := "GET /ws/chat/" + room + "/?" + query + " HTTP/1.1\r\nHost: " + addr +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" +
-		"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xroom.v1\r\n\r\n"
-	if _, err := conn.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	// Read the response headers byte by byte, so nothing after them is consumed.
-	r := bufio.NewReaderSize(conn, 16)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %s", resp.Status)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
+	conn, _ := upgradeConn(t, ts, "/ws/chat/"+room+"/?"+query, handlers.Subprotocol, rcvBuf)
 	return conn
 }
 

@@ -89,6 +89,9 @@ func (r *refusal) Error() string { return r.code + ": " + r.message }
 // decodeFrame validates one text frame from a client and returns the message it carries.
 func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 	var m streams.Message
+	// The frame reader fails a text frame that is not UTF-8 with 1007
+	// before it gets here; checked again so that decodeFrame is safe on its
+	// own (json.Unmarshal would store U+FFFD in place of the bad bytes).
 	if !utf8.Valid(data) {
 		return m, &refusal{code: codeBadUTF8, message: "the frame is not valid UTF-8"}
 	}

@@ -112,7 +112,7 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go app.Listener(ln)
+	go app.Listener(ts.srv.WrapListener(ln))
 	ts.base = "http://" + ln.Addr().String()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -24,6 +24,13 @@ import (
 // escaping by a client library) and returns the status and body.
 func rawHTTP(t *testing.T, ts *testServer, method, target string, header map[string]string, body []byte) (int, []byte) {
 	t.Helper()
+	resp, b := rawHTTPResponse(t, ts, method, target, header, body)
+	return resp.StatusCode, b
+}
+
+// rawHTTPResponse is rawHTTP with the whole response (its body read).
+func rawHTTPResponse(t *testing.T, ts *testServer, method, target string, header map[string]string, body []byte) (*http.Response, []byte) {
+	t.Helper()
 	addr := strings.TrimPrefix(ts.base, "http://")
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -50,7 +57,7 @@ func rawHTTP(t *testing.T, ts *testServer, method, target string, header map[str
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return resp, b
 }
 
 // errorCode is the code of a JSON error body, or "" when the body is not one.
@@ -184,9 +191,10 @@ func hostileFrames(t *testing.T, ts *testServer) {
 		{name: "100k open brackets", data: bytes.Repeat([]byte("["), 100000), close: websocket.CloseMessageTooBig},
 		{name: "10 MB frame", data: huge, close: websocket.CloseMessageTooBig},
 		{name: "10 MB message in JSON", data: []byte(`{"message":"` + string(huge) + `"}`), close: websocket.CloseMessageTooBig},
-		{name: "invalid UTF-8", data: []byte("{\"message\":\"\xff\xfe\"}"), code: "bad_utf8"},
-		{name: "overlong UTF-8 slash", data: []byte("{\"message\":\"\xc0\xaf\"}"), code: "bad_utf8"},
-		{name: "UTF-16 surrogate half", data: []byte("{\"message\":\"\xed\xa0\x80\"}"), code: "bad_utf8"},
+		// RFC 6455 8.1: text that is not UTF-8 fails the connection.
+		{name: "invalid UTF-8", data: []byte("{\"message\":\"\xff\xfe\"}"), close: websocket.CloseInvalidFramePayloadData},
+		{name: "overlong UTF-8 slash", data: []byte("{\"message\":\"\xc0\xaf\"}"), close: websocket.CloseInvalidFramePayloadData},
+		{name: "UTF-16 surrogate half", data: []byte("{\"message\":\"\xed\xa0\x80\"}"), close: websocket.CloseInvalidFramePayloadData},
 		{name: "raw NUL in a string", data: []byte("{\"message\":\"a\x00b\"}"), code: "bad_json"},
 		{name: "raw control character in a string", data: []byte("{\"message\":\"a\x07b\"}"), code: "bad_json"},
 		{name: "number overflow", data: []byte(`{"message":1e999}`), code: "bad_json"},

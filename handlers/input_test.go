@@ -99,7 +99,6 @@ func TestBadFramesGetErrorsAndTheConnectionLivesOn(t *testing.T) {
 		{"no message", websocket.TextMessage, `{"type": "message"}`, "empty", ""},
 		{"oversized", websocket.TextMessage, `{"message": "` + strings.Repeat("x", 4097) + `"}`, "too_large", "limit is 4096"},
 		{"oversized in multibyte", websocket.TextMessage, `{"message": "` + strings.Repeat("é", 2049) + `"}`, "too_large", ""},
-		{"invalid UTF-8", websocket.TextMessage, "{\"message\": \"\xff\xfe\"}", "bad_utf8", ""},
 		{"binary frame", websocket.BinaryMessage, `{"message": "hi"}`, "bad_frame", "binary"},
 		{"unknown type", websocket.TextMessage, `{"type": "shout", "message": "hi"}`, "unknown_type", "shout"},
 		{"client_id with a colon", websocket.TextMessage, `{"message": "hi", "client_id": "a:b"}`, "bad_client_id", ""},

@@ -26,6 +26,9 @@ type Limits struct {
 	UserBurst int
 	// MaxConnsPerIP caps open WebSocket connections from one client address.
 	MaxConnsPerIP int
+	// MaxConns caps open WebSocket connections on the instance (MAX_CONNS):
+	// beyond it, handshakes get 503 server_full (upgrade.go).
+	MaxConns int
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the
 	// client address; any other peer is the client itself.
 	TrustedProxies []netip.Prefix
@@ -228,7 +231,7 @@ func (s *Server) checkIP(c *fiber.Ctx) (bool, error) {
 	c.Locals(ipKey, ip)
 	if s.guard.ipFull(ip) {
 		c.Set(fiber.HeaderRetryAfter, "10")
-		return false, apiError(c, fiber.StatusTooManyRequests, "too_many_connections",
+		return false, s.refuseHandshake(c, refusedPerIP, fiber.StatusTooManyRequests,
 			fmt.Sprintf("this address has %d chat connections open, the most allowed; close one first", s.guard.limits.MaxConnsPerIP))
 	}
 	return true, nil
@@ -241,7 +244,7 @@ const ipKey = "xroom.ip"
 // they are closed with 1008 (policy violation). release undoes it.
 func (s *Server) admitIP(sess *session, ip netip.Addr) (release func(), ok bool) {
 	if !s.guard.acquireIP(ip) {
-		s.log.Info("too many connections from one address", "ip", ip.String())
+		s.refused(refusedPerIP, sess.log.remote)
 		sess.refuseWith(websocket.ClosePolicyViolation, "too many connections",
 			encode(errorFrame{Type: "error", Code: "too_many_connections", Message: "this address has too many chat connections open"}))
 		return nil, false

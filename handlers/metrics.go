@@ -53,18 +53,18 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) {
 		)
 	}
 	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "xroom_messages_delivered_total", Help: "Message frames written to WebSocket connections (live and replayed).",
-		}, func() float64 { return float64(st.delivered.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "xroom_websocket_writes_total", Help: "Write system calls to WebSocket connections; each carries every frame a write pass gathered.",
-		}, func() float64 { return float64(st.writes.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "xroom_websocket_write_errors_total", Help: "Writes to a WebSocket connection that failed (the connection is then closed).",
-		}, func() float64 { return float64(st.writeErrors.Load()) }),
+		counter("xroom_messages_delivered_total", "Message frames written to WebSocket connections (live and replayed).", st.delivered.Load),
+		counter("xroom_websocket_writes_total", "Write system calls to WebSocket connections; each carries every frame a write pass gathered.", st.writes.Load),
+		counter("xroom_websocket_write_errors_total", "Writes to a WebSocket connection that failed (the connection is then closed).", st.writeErrors.Load),
 		st.replay,
 	)
 	reg.MustRegister(s.hub.Collectors()...)
+	s.registerEdgeMetrics(reg)
+}
+
+// counter is a counter read from value when scraped.
+func counter(name, help string, value func() int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(value()) })
 }
 
 // metricsHandler serves g in the Prometheus text format.

@@ -1,7 +1,15 @@
 package handlers_test
 
 import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
 
 	"github.com/xroom/xroom/internal/redistest"
 )
@@ -47,4 +55,72 @@ func TestRedisOutageIsSurvivedAndHealed(t *testing.T) {
 		t.Fatalf("history %+v", f)
 	}
 	c.expect("ready")
+}
+
+// When Redis takes commands but refuses the tail's connection (maxclients),
+// nobody waits on silence: /readyz answers 503 with the reason, and the
+// room's clients get unavailable and close 1013, so they reconnect. Once
+// Redis takes connections again, readiness and delivery come back.
+func TestTailRefusedIsToldNotSilent(t *testing.T) {
+	rs := redistest.Start(t)
+	ts := startServer(t, func(o *options) {
+		o.rs = rs
+		o.hub.StallAfter = 300 * time.Millisecond
+	})
+	a := ts.dial("lobby", "user=a", true)
+	a.expect("ready")
+	if code := ts.readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz = %d before the fault", code)
+	}
+	ctx := context.Background()
+	info := ts.rdb.Info(ctx, "clients").Val()
+	connected, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(strings.SplitN(info, "connected_clients:", 2)[1], "\r\n", 2)[0]))
+	if err := ts.rdb.ConfigSet(ctx, "maxclients", strconv.Itoa(connected-1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if f := a.nextWithin(10 * time.Second); f.Type != "error" || f.Code != "unavailable" {
+		t.Fatalf("got %+v, want unavailable", f)
+	}
+	_, _, err := a.conn.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseTryAgainLater {
+		t.Fatalf("got %v, want close 1013", err)
+	}
+	if code := ts.readyz(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d while the tail is refused, want 503", code)
+	}
+
+	if err := ts.rdb.ConfigSet(ctx, "maxclients", "10000").Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.readyz() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz did not heal within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b := ts.dial("lobby", "user=b", true)
+	b.expect("ready")
+	b.send(`{"type":"message","message":"back","client_id":"k1"}`)
+	got := map[string]bool{}
+	for len(got) < 2 {
+		got[b.next().Type] = true
+	}
+	if !got["ack"] || !got["message"] {
+		t.Fatalf("after healing got %v, want the ack and the message", got)
+	}
+}
+
+// readyz returns the status of GET /readyz.
+func (ts *testServer) readyz() int {
+	resp, err := http.Get(ts.base + "/readyz")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

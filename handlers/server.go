@@ -11,10 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -22,7 +22,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
+	"github.com/xroom/xroom/netedge"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -47,6 +49,11 @@ type Config struct {
 	PresenceMaxMembers             int
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
+	// HeaderTimeout and IdleTimeout bound silent HTTP connections (edge.go;
+	// 0: DefaultHeaderTimeout, DefaultIdleTimeout). HTTPConns caps the
+	// connections still in HTTP (0: fasthttp's default); see netedge.Budget.
+	HeaderTimeout, IdleTimeout time.Duration
+	HTTPConns                  int
 	// Metrics, when set, gets the server's and the hub's metrics registered
 	// and is served at GET /metrics.
 	Metrics *prometheus.Registry
@@ -66,8 +73,13 @@ type Server struct {
 	stopping bool
 	running  sync.WaitGroup
 	stats    *serverStats
-	// gorillaBuffers backs gorilla's rare own writes (see App).
+	// gorillaBuffers backs gorilla's write buffer, never used: xroom
+	// writes every frame itself (see App).
 	gorillaBuffers sync.Pool
+
+	edge       edgeStats // edgestats.go
+	listeners  []*netedge.Listener
+	httpServer atomic.Pointer[fasthttp.Server]
 }
 
 // New returns a Server that reads and writes rooms through hub.
@@ -87,6 +99,12 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.RedisTimeout <= 0 {
 		cfg.RedisTimeout = redisTimeout
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
@@ -105,17 +123,8 @@ func (s *Server) frameLimit() int { return s.cfg.MaxMessageBytes*6 + 1024 }
 
 // App builds the Fiber app with every route.
 func (s *Server) App() *fiber.App {
-	app := fiber.New(fiber.Config{
-		AppName:               "xroom",
-		DisableStartupMessage: true,
-		BodyLimit:             max(64<<10, s.frameLimit()),
-		ErrorHandler:          s.errorHandler,
-		ReadTimeout:           30 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		// Release fasthttp's read buffer before a WebSocket upgrade: a
-		// hijacked connection would otherwise keep it for its lifetime.
-		ReduceMemoryUsage: true,
-	})
+	app := fiber.New(s.fiberConfig()) // edge.go
+	s.tuneHTTP(app.Server())
 	app.Use(securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
@@ -133,9 +142,9 @@ func (s *Server) App() *fiber.App {
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   readBuffer,
-		// Writes go through session.wire; gorilla writes only a protocol
-		// error's close frame, so it borrows a buffer instead of owning one.
+		// Frames are read by wsread.go and written by session.wire: the
+		// library's buffers are only allocated, so keep them small.
+		ReadBufferSize:  libraryReadBuffer,
 		WriteBufferPool: &s.gorillaBuffers,
 	}))
 	if s.cfg.Static != nil {
@@ -156,6 +165,12 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		if code == "" {
 			code = "error"
 		}
+		switch fe.Code {
+		case fiber.StatusRequestTimeout: // from fasthttp: headers or body too slow
+			s.timedOut(timeoutRequest, c.Context().RemoteAddr().String())
+		case fiber.StatusUpgradeRequired:
+			return upgradeRequired(c, code, fe.Message)
+		}
 		return apiError(c, fe.Code, code, fe.Message)
 	}
 	s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
@@ -168,81 +183,6 @@ func (s *Server) validRoom(c *fiber.Ctx) error {
 		return apiError(c, fiber.StatusBadRequest, "bad_room", "a room name is 1 to 100 characters from A-Z a-z 0-9 . _ -")
 	}
 	return c.Next()
-}
-
-// beforeUpgrade checks everything about a WebSocket request before the
-// upgrade, so a bad request is a plain HTTP error a client can read.
-func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
-	if !websocket.IsWebSocketUpgrade(c) {
-		return apiError(c, fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket")
-	}
-	if !s.originAllowed(c) {
-		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
-	}
-	if ok, err := s.checkIP(c); !ok {
-		return err
-	}
-	args := c.Context().QueryArgs()
-	if args.Has("since") {
-		since, err := streams.ParseID(string(args.Peek("since")))
-		if err != nil {
-			return apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
-		}
-		c.Locals("since", since)
-	}
-	user := "anon-" + streams.RandomName(4)
-	if args.Has("user") {
-		user = string(args.Peek("user"))
-		if !ValidUser(user) {
-			return apiError(c, fiber.StatusBadRequest, "bad_user", "user is 1 to 32 printable characters")
-		}
-	}
-	c.Locals("user", user)
-	if ok, err := s.authWS(c); !ok {
-		return err
-	}
-	if args.Has("epoch") {
-		epoch := string(args.Peek("epoch"))
-		if !validEpoch(epoch) {
-			return apiError(c, fiber.StatusBadRequest, "bad_epoch", "epoch is the value of a ready frame's epoch field")
-		}
-		c.Locals("epoch", epoch)
-	}
-	s.mu.Lock()
-	stopping := s.stopping
-	s.mu.Unlock()
-	if stopping {
-		return apiError(c, fiber.StatusServiceUnavailable, "shutting_down", "the server is shutting down; reconnect")
-	}
-	return c.Next()
-}
-
-func validEpoch(e string) bool {
-	if e == "" || len(e) > 64 {
-		return false
-	}
-	for i := 0; i < len(e); i++ {
-		if e[i] <= ' ' || e[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-// originAllowed stops cross-site WebSocket hijacking: a browser page from
-// another origin may connect only when ALLOWED_ORIGINS names it.
-func (s *Server) originAllowed(c *fiber.Ctx) bool {
-	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" {
-		return true // not a browser: nothing to hijack
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, string(c.Request().Host()))
 }
 
 // serveWS runs one WebSocket session: it subscribes to the room, starts the
@@ -269,7 +209,6 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.wire.conn = rawConn(c.Conn)
 	sess.wire.wait = s.cfg.WriteWait
 	if !s.track(sess) {
-		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
 		return
 	}
 	defer s.untrack(sess)
@@ -301,16 +240,34 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sub.Close()
 }
 
+// track counts the session in, unless the server is stopping or holds
+// MaxConns sessions; then it closes it. This is the binding check: all the
+// handshakes racing past checkCapacity may not fit.
 func (s *Server) track(sess *session) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return false
+	why := refuseReasons
+	switch {
+	case s.stopping:
+		why = refusedStopping
+	case s.guard.limits.MaxConns > 0 && len(s.sessions) >= s.guard.limits.MaxConns:
+		why = refusedFull
+	default:
+		s.sessions[sess] = struct{}{}
+		s.opened(sess)
+		s.running.Add(1)
 	}
-	s.sessions[sess] = struct{}{}
-	s.opened(sess)
-	s.running.Add(1)
-	return true
+	s.mu.Unlock()
+	switch why {
+	case refusedStopping:
+		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
+	case refusedFull:
+		sess.refuseWith(websocket.CloseTryAgainLater, "server full",
+			encode(errorFrame{Type: "error", Code: refuseNames[why], Message: "the server holds the most chat connections it takes; reconnect later"}))
+	default:
+		return true
+	}
+	s.refused(why, sess.log.remote)
+	return false
 }
 
 func (s *Server) untrack(sess *session) {

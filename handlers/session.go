@@ -33,10 +33,15 @@ const (
 	// that sends faster than it reads is slowed down, not buffered. Each
 	// slot costs every connection, idle or not, 24 bytes.
 	controlQueue = 16
-	// readBuffer is the WebSocket reader's buffer: client frames are small
-	// chat messages, and every idle connection holds one. A larger frame is
-	// read in several calls.
-	readBuffer = 512
+	// readBuffer is the frame reader's buffer (wsread.go): client frames
+	// are small chat messages, and every idle connection holds one. A
+	// larger frame is read in several calls, or straight into its message.
+	// With the library's unused 125 bytes (libraryReadBuffer), an idle
+	// connection holds the 512 it held when the library read frames.
+	readBuffer = 384
+	// libraryReadBuffer is the WebSocket library's read buffer, unused
+	// after the handshake: it raises 1 to its least, 125 bytes.
+	libraryReadBuffer = 1
 	// retryDelay is how soon a connection tries Redis again after a failed catch-up read.
 	retryDelay = time.Second
 	// closeGrace is how long a closing connection waits for the client's close reply.
@@ -375,31 +380,6 @@ func (s *session) queueError(r *refusal) {
 	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID, RetryAfterMs: r.retryAfterMs}))
 }
 
-// readLoop reads client frames until the connection ends.
-func (s *session) readLoop() {
-	wait := s.srv.cfg.PongWait
-	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
-	s.conn.SetPongHandler(func(string) error {
-		return s.conn.SetReadDeadline(time.Now().Add(wait))
-	})
-	s.answerControlFrames()
-	for {
-		kind, data, err := s.readMessage()
-		if err != nil {
-			if websocket.IsUnexpectedCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
-				s.log.Debug("connection ended", "err", err)
-			}
-			return
-		}
-		_ = s.conn.SetReadDeadline(time.Now().Add(wait))
-		if kind != websocket.TextMessage {
-			s.queueError(&refusal{code: codeBadFrame, message: "binary frames are not supported; send JSON text frames"})
-			continue
-		}
-		s.handle(data)
-	}
-}
-
 // handle stores one client frame, answering with an ack or an error frame.
 func (s *session) handle(data []byte) {
 	if s.tokenExpired() {
@@ -468,6 +448,7 @@ func (s *session) close() {
 	s.requestClose(websocket.CloseNormalClosure, "")
 	s.waitWriter(closeGrace)
 	s.stop()
+	s.linger()
 	s.closeRaw()
 	s.connMu.Lock() // waits for a ping or goAway in flight; they fail fast now
 	s.gone = true

@@ -1,8 +1,6 @@
 package handlers
 
 import (
-	"errors"
-	"io"
 	"net"
 	"time"
 
@@ -100,45 +98,6 @@ func (s *session) waitWriter(d time.Duration) {
 			return
 		}
 	}
-}
-
-// answerControlFrames routes the replies to the client's pings and close
-// frame through the writer instead of gorilla's own writes.
-func (s *session) answerControlFrames() {
-	s.conn.SetPingHandler(func(data string) error {
-		s.mu.Lock()
-		s.wants.pong, s.wants.hasPong = []byte(data), true
-		s.mu.Unlock()
-		s.kick()
-		return nil
-	})
-	s.conn.SetCloseHandler(func(code int, _ string) error {
-		s.requestClose(code, "") // echo the code, as RFC 6455 5.5.1 asks
-		return nil
-	})
-}
-
-var errFrameTooLarge = errors.New("client frame over the size limit")
-
-// readMessage reads one client message of at most frameLimit bytes. A
-// larger one is answered with close 1009 (by the writer, like every other
-// frame) and ends the connection. gorilla's own read limit is not used
-// because it writes its close frame itself, alongside the writer.
-func (s *session) readMessage() (int, []byte, error) {
-	kind, r, err := s.conn.NextReader()
-	if err != nil {
-		return 0, nil, err
-	}
-	limit := s.srv.frameLimit()
-	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if err != nil {
-		return 0, nil, err
-	}
-	if len(data) > limit {
-		s.requestClose(websocket.CloseMessageTooBig, "")
-		return 0, nil, errFrameTooLarge
-	}
-	return kind, data, nil
 }
 
 // notify is the hub's notification: new entries may be in the room. Before

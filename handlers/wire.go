@@ -161,10 +161,9 @@ var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return
 // pongs and close frames are all appended here by the session's single
 // writer, and written to the TCP connection in as few system calls as
 // possible. Server frames are unmasked, so a frame encoded once by the hub
-// is copied as is. gorilla's Conn is used for reading; the one write it
-// still makes itself is the close frame (1002) it sends when a client
-// breaks the protocol, and that lands whole between two of ours: a TCP
-// connection's Write holds the socket's write lock for the whole buffer.
+// is copied as is. The WebSocket library writes nothing after the
+// handshake (client frames are read by wsread.go), so the one close frame
+// of a connection is the one written here.
 type wire struct {
 	conn        net.Conn
 	wait        time.Duration // bounds one write (Config.WriteWait; 0: writeWait)

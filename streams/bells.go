@@ -3,7 +3,9 @@ package streams
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,6 +18,9 @@ type bells struct {
 	mu     sync.Mutex
 	byAddr map[string]*bell
 	of     map[*tailedRoom]*bell
+	// poolAddr and bellAddr are where the command pool's and the tail's
+	// newest connections went (one Redis node or Sentinel only).
+	poolAddr, bellAddr dialedAddr
 }
 
 func newBells(h *Hub) *bells {
@@ -92,16 +97,8 @@ func (b *bells) remove(r *tailedRoom) {
 // which rings the room once when it confirms them.
 func (b *bells) follow() {
 	h := b.h
-	defer h.wg.Done()
 	cc := h.store.rdb.(*redis.ClusterClient)
-	tick := time.NewTicker(remapEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case <-tick.C:
-		}
+	h.every(remapEvery, func() {
 		if b.anyDown() {
 			cc.ReloadState(h.ctx) // a dead node: learn who owns its slots now
 		}
@@ -122,7 +119,7 @@ func (b *bells) follow() {
 			}
 			b.mu.Unlock()
 		}
-	}
+	})
 }
 
 func (b *bells) anyDown() bool {
@@ -173,4 +170,58 @@ func (b *bells) closeAll() {
 	for _, bl := range b.byAddr {
 		bl.stop()
 	}
+}
+
+// followPrimary keeps the doorbell on the node the command pool talks to.
+// After a Sentinel failover go-redis moves the command pool to the new
+// primary, but leaves a subscriber connection where it was: on the demoted
+// node, which no longer sees the room's writes. When the two differ, the
+// subscriber connection is made again (to the primary), and its
+// subscriptions ring every room once.
+func (b *bells) followPrimary() {
+	h := b.h
+	h.every(remapEvery, func() {
+		pool, bell := b.poolAddr.get(), b.bellAddr.get()
+		if pool == "" || bell == "" || pool == bell {
+			return
+		}
+		b.mu.Lock()
+		bl := b.byAddr[""]
+		b.mu.Unlock()
+		if bl == nil {
+			return
+		}
+		h.log.Warn("the Redis primary changed; moving the notification connection to it", "from", bell, "to", pool)
+		b.bellAddr.set(pool) // until the new connection says where it went
+		bl.renew()
+	})
+}
+
+// dialedAddr is a go-redis hook that remembers the remote address of the
+// newest connection its client made.
+type dialedAddr struct{ addr atomic.Pointer[string] }
+
+func (d *dialedAddr) get() string {
+	if p := d.addr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (d *dialedAddr) set(a string) { d.addr.Store(&a) }
+
+func (d *dialedAddr) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err == nil {
+			d.set(c.RemoteAddr().String())
+		}
+		return c, err
+	}
+}
+
+func (d *dialedAddr) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (d *dialedAddr) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -175,6 +175,13 @@ func NewHub(store *Store, blocking redis.UniversalClient, opt HubOptions) *Hub {
 		rooms: map[string]*tailedRoom{}, modeSet: make(chan struct{}), lag: newLagHistogram()}
 	h.tail = newTailer(h)
 	h.bells = newBells(h)
+	if sentinel(store.rdb) {
+		// Where each client's newest connection went: after a failover the
+		// command pool moves to the new primary at once, and the doorbell
+		// follows it (bells.followPrimary).
+		store.rdb.AddHook(&h.bells.poolAddr)
+		blocking.AddHook(&h.bells.bellAddr)
+	}
 	h.groups = newGroups(h)
 	h.reaper.wake = make(chan struct{}, 1)
 	h.wg.Add(4)
@@ -234,7 +241,7 @@ func (h *Hub) Subscribe(ctx context.Context, room string, notify func()) (*Subsc
 	}
 	r := h.rooms[room]
 	if r == nil {
-		r = &tailedRoom{name: room, key: h.store.keys.Messages(room), ready: make(chan struct{}), ring: make([]*Entry, h.opt.Buffer)}
+		r = &tailedRoom{name: room, key: h.store.keys.Messages(room), ready: make(chan struct{}), ring: make([]*Entry, min(ringStart, h.opt.Buffer)), ringMax: h.opt.Buffer}
 		r.events.key = h.store.keys.Events(room)
 		r.withEvents.Store(true)
 		h.rooms[room] = r
@@ -328,6 +335,22 @@ func (h *Hub) Rooms() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.rooms)
+}
+
+// every runs f every d until the hub closes, and marks the caller's
+// goroutine done then (it must have been added to h.wg).
+func (h *Hub) every(d time.Duration, f func()) {
+	defer h.wg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-tick.C:
+			f()
+		}
+	}
 }
 
 type backoff struct{ d time.Duration }

@@ -51,9 +51,13 @@ func (h *Hub) setup() {
 	h.mode.Store(int32(mode))
 	close(h.modeSet)
 	h.log.Info("tailing rooms", "mode", mode.String())
-	if mode == ModeNotify && cluster {
+	switch {
+	case mode == ModeNotify && cluster:
 		h.wg.Add(1)
 		go h.bells.follow()
+	case mode == ModeNotify && sentinel(h.store.rdb):
+		h.wg.Add(1)
+		go h.bells.followPrimary()
 	}
 }
 
@@ -118,4 +122,11 @@ func refused(err error) bool {
 		}
 	}
 	return true
+}
+
+// sentinel tells a client that goes through Sentinel (go-redis names its
+// address so), whose primary can change under it.
+func sentinel(c redis.UniversalClient) bool {
+	o, ok := c.(*redis.Client)
+	return ok && o.Options().Addr == "FailoverClient"
 }

@@ -17,11 +17,12 @@ type tailedRoom struct {
 	subs []*Subscription // copy-on-write: the tail notifies a snapshot without locking
 	// ring holds the newest entries in order. Every entry after base up to
 	// head is in it, so a subscriber at or after base is served from memory.
-	ring  []*Entry
-	start int // index of the oldest entry in ring
-	n     int
-	base  ID
-	head  ID
+	ring    []*Entry
+	ringMax int // the most entries ring grows to (HubOptions.Buffer)
+	start   int // index of the oldest entry in ring
+	n       int
+	base    ID
+	head    ID
 	// emptySince is when the last subscriber left (zero while it has some):
 	// the room is forgotten once it has been empty for HubOptions.Linger.
 	emptySince time.Time
@@ -187,9 +188,20 @@ func (r *tailedRoom) after(cursor ID, dst []*Entry, max int) []*Entry {
 
 func (r *tailedRoom) at(i int) *Entry { return r.ring[(r.start+i)%len(r.ring)] }
 
+// ringStart is a new room's ring: small, since most rooms (direct
+// messages, say) never need the whole buffer; it doubles up to ringMax.
+const ringStart = 16
+
 // push adds entries read by the tail. r.mu must be held.
 func (r *tailedRoom) push(es []*Entry) {
 	for _, e := range es {
+		if r.n == len(r.ring) && len(r.ring) < r.ringMax {
+			grown := make([]*Entry, min(2*len(r.ring), r.ringMax))
+			for i := range r.n {
+				grown[i] = r.at(i)
+			}
+			r.ring, r.start = grown, 0
+		}
 		if r.n == len(r.ring) {
 			r.base = r.ring[r.start].ID
 			r.ring[r.start] = nil

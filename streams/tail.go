@@ -219,10 +219,9 @@ func (h *Hub) readEach(ctx context.Context, rooms []*tailedRoom) ([]*tailedRoom,
 	pipe := h.store.rdb.Pipeline()
 	qs := make([]tailQuery, len(rooms))
 	cmds := make([]*redis.XStreamSliceCmd, len(rooms))
-	for i, r := range rooms {
+	for i := range rooms {
 		qs[i] = newTailQuery(rooms[i : i+1])
 		cmds[i] = pipe.XRead(ctx, &redis.XReadArgs{Streams: qs[i].args, Count: int64(h.opt.ReadCount), Block: -1})
-		_ = r
 	}
 	h.stats.TailReads.Add(int64(len(rooms)))
 	_, _ = pipe.Exec(ctx)

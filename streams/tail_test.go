@@ -441,3 +441,28 @@ func migrateSlotOf(t *testing.T, c *redistest.Cluster, cc *redis.ClusterClient, 
 	}
 	return from, fmt.Sprint(to)
 }
+
+// A room's buffer starts small and grows to Buffer as entries come: a
+// quiet room (most direct messages) holds a few pointers, not Buffer, and
+// a busy one still serves its newest Buffer entries from memory.
+func TestTailBufferGrowsAsNeeded(t *testing.T) {
+	h := newHubEnv(t, streams.HubOptions{Buffer: 64})
+	s := h.subscribe("r")
+	s.cursor = s.sub.Head()
+	ids := h.addN("r", "u", 50)
+	s.waitHead(ids[49])
+	s.readUntil(ids[49], 100)
+	if !sameIDs(s.ids(), ids) {
+		t.Fatalf("got %d entries, want the 50 added", len(s.ids()))
+	}
+	if n := h.hub.Stats().CatchUps.Load(); n != 0 {
+		t.Fatalf("%d catch-ups from Redis: 50 entries did not stay in a buffer of 64", n)
+	}
+	more := h.addN("r", "u", 100) // beyond Buffer: the oldest leave memory
+	s.waitHead(more[99])
+	late := &subscriber{t: t, sub: s.sub, notes: s.notes, cursor: ids[0]}
+	late.readUntil(more[99], 200)
+	if n := h.hub.Stats().CatchUps.Load(); n == 0 {
+		t.Fatal("a cursor older than the buffer was served from memory")
+	}
+}

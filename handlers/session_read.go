@@ -1,0 +1,89 @@
+package handlers
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// readLoop reads client frames until the connection ends. Every frame,
+// pongs included, shows the peer is alive and pushes the read deadline.
+func (s *session) readLoop() {
+	wait := s.srv.cfg.PongWait
+	conn := s.conn.NetConn() // fasthttp's hijacked connection: it hands over bytes it had buffered
+	alive := func() { _ = conn.SetReadDeadline(time.Now().Add(wait)) }
+	fr := newFrameReader(conn, s.srv.frameLimit(), func(p []byte) { s.answerPing(p); alive() }, alive)
+	alive()
+	for {
+		op, data, err := fr.next()
+		if err != nil {
+			s.readEnded(err)
+			return
+		}
+		alive()
+		if op != opText {
+			s.queueError(&refusal{code: codeBadFrame, message: "binary frames are not supported; send JSON text frames"})
+			continue
+		}
+		s.handle(data)
+	}
+}
+
+// answerPing has the writer send a pong with the ping's payload; only the
+// newest ping waiting is answered, as RFC 6455 (5.5.3) allows.
+func (s *session) answerPing(payload []byte) {
+	s.mu.Lock()
+	s.wants.pong, s.wants.hasPong = bytes.Clone(payload), true
+	s.mu.Unlock()
+	s.kick()
+}
+
+// readEnded answers how the client's side ended: its close frame is
+// echoed, a broken rule fails the connection with its code, and either
+// way the writer sends the one close frame of the connection.
+func (s *session) readEnded(err error) {
+	var closed *peerClose
+	var failed *wsFailure
+	switch {
+	case errors.As(err, &closed):
+		s.requestClose(closed.code, "") // echo the code, as RFC 6455 5.5.1 asks
+	case errors.As(err, &failed):
+		e := &s.srv.edge
+		e.protocol[failed.why].Add(1)
+		e.logf(s.srv.log, slog.LevelInfo, "protocol", "WebSocket client broke the protocol; closing",
+			"reason", failNames[failed.why], "close", failed.code, "detail", failed.text, "remote", s.log.remote, "room", s.room, "user", s.user)
+		s.requestClose(failed.code, failed.text)
+	case errors.Is(err, os.ErrDeadlineExceeded) && !s.closing():
+		s.srv.timedOut(timeoutWebSocket, s.log.remote)
+	default:
+		s.log.Debug("connection ended", "err", err)
+	}
+}
+
+// closing reports whether the server has asked for a close already (its
+// goAway or token expiry then cut the read short on purpose).
+func (s *session) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wants.closeAsked
+}
+
+// linger half-closes the connection once the close frame is out, and
+// reads what the client still sends until it closes too, for closeGrace
+// at most. Closing with unread bytes would send a reset, which can destroy
+// the close frame before the client reads it (a 1009 for a frame it is
+// still sending, say). The client sees the server close the connection
+// first, as RFC 6455 (7.1.1) asks.
+func (s *session) linger() {
+	raw := rawConn(s.conn)
+	cw, ok := raw.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if raw.SetReadDeadline(time.Now().Add(closeGrace)) == nil {
+		_, _ = io.Copy(io.Discard, raw)
+	}
+}
