@@ -135,14 +135,15 @@ func TestVsToday(t *testing.T) {
 }
 
 func TestCheckVs(t *testing.T) {
-	before := result{Scenario: "fanout", Label: "aa74194: fanout", Latency: &latencySummary{P99: 2}, DeliveriesPerSec: 600000}
+	before := result{Scenario: "fanout", Label: "aa74194: fanout", Latency: &latencySummary{P99: 2}, DeliveriesPerSec: 600000, CPU: cpuReport{Server: 1.2}}
 	path := writeResult(t, t.TempDir(), "before.json", before)
 	f := &scenarioFlags{vs: path, vsTolerance: 0.1, vsNameFlag: "aa74194"}
-	res := &result{Scenario: "fanout", Latency: &latencySummary{P99: 2.1}, DeliveriesPerSec: 530000}
+	// 2 µs of server CPU per delivery before, 2.26 now.
+	res := &result{Scenario: "fanout", Latency: &latencySummary{P99: 2.1}, DeliveriesPerSec: 530000, CPU: cpuReport{Server: 1.2}}
 	if err := res.checkVs(f, "deliveries/s", deliveriesPerSec); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Checks) != 2 || !res.Checks[0].Pass || res.Checks[1].Pass || res.Checks[0].Ratio != "1.05 × aa74194" {
+	if len(res.Checks) != 3 || !res.Checks[0].Pass || res.Checks[1].Pass || res.Checks[2].Pass || res.Checks[0].Ratio != "1.05 × aa74194" || res.Checks[1].Measured != "2.26 µs" {
 		t.Fatalf("%+v", res.Checks)
 	}
 	fixed := &result{Scenario: "fanout", Latency: &latencySummary{P99: 2.3}}

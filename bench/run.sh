@@ -270,7 +270,7 @@ QUIET_PRESENCE=(PRESENCE_TTL=30m PRESENCE_HEARTBEAT=10m)
 # The single-room figures and today's Redis work at 1,000 rooms, from the
 # older server first (the new one turns on keyspace notifications in Redis,
 # which would cost the older one's appends too).
-VS_TOLERANCE=${VS_TOLERANCE:-0.1}
+VS_TOLERANCE=${VS_TOLERANCE:-0.2} # p99 moves by tens of percent between runs of one binary here
 VS_FANOUT=() VS_CLOSED=() VS_SUBS=() TODAY=()
 if [ -n "$BASE_REV" ]; then
 	SERVER_BIN=$OUT/xroom-base
