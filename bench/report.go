@@ -274,8 +274,8 @@ func joinRates(v []float64) string {
 // printTable reads result JSON files (from -out) and prints the markdown
 // table of the suite: one row per result.
 func printTable(w io.Writer, files []string) error {
-	fmt.Fprintln(w, "| scenario | target | measured | vs baseline | result | other processes (cores) |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| scenario | target | measured | figures | vs baseline | result | other processes (cores) |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, f := range files {
 		r, err := readResult(f)
 		if err != nil {
@@ -310,7 +310,48 @@ func printTable(w io.Writer, files []string) error {
 		if r.Scenario != "baseline" && r.CPU.Others >= 0 {
 			others = fmt.Sprintf("%.2f", r.CPU.Others)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), strings.Join(ratios, "; "), verdict, others)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), r.figures(), strings.Join(ratios, "; "), verdict, others)
 	}
 	return nil
+}
+
+// figures is a run's main figures for the table, whatever its targets:
+// rows of runs to compare with (no targets of their own) need them too.
+func (r *result) figures() string {
+	var f []string
+	if len(r.Steps) > 0 {
+		for _, s := range r.Steps {
+			step := s.Label + ":"
+			if s.Latency != nil {
+				step += fmt.Sprintf(" p99 %.2f ms", s.Latency.P99)
+			}
+			if rc := s.Redis; rc != nil {
+				step += fmt.Sprintf(", Redis/msg %.2f commands %.0f µs", rc.PerMessage, rc.CPUPerMessage)
+			}
+			f = append(f, step)
+		}
+		return strings.Join(f, "; ")
+	}
+	switch {
+	case r.Scenario == "ingest" && r.MessagesPerSec > 0:
+		f = append(f, fmtRate(r.MessagesPerSec)+" acked/s")
+		if r.AckLatency != nil {
+			f = append(f, fmt.Sprintf("ack p50 %.2f ms", r.AckLatency.P50))
+		}
+	case (r.Scenario == "fanout" || r.Scenario == "rooms") && r.DeliveriesPerSec > 0:
+		f = append(f, fmtRate(r.DeliveriesPerSec)+" deliveries/s")
+		if r.Latency != nil {
+			f = append(f, fmt.Sprintf("p99 %.2f ms", r.Latency.P99))
+		}
+		if cpu := serverCPUPerDelivery(r); cpu > 0 && r.Scenario == "fanout" {
+			f = append(f, fmt.Sprintf("server %.2f µs/delivery", cpu))
+		}
+	}
+	if rc := r.Redis; rc != nil {
+		f = append(f, fmt.Sprintf("Redis/msg %.2f commands %.0f µs %.2f XREAD+XRANGE", rc.PerMessage, rc.CPUPerMessage, rc.ReadsPerMessage))
+	}
+	if rc := r.RedisConns; rc != nil && rc.Samples > 0 {
+		f = append(f, fmt.Sprintf("≤ %d Redis conns", rc.Max))
+	}
+	return strings.Join(f, ", ")
 }

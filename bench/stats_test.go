@@ -285,7 +285,7 @@ func BenchmarkReceive(b *testing.B) {
 
 func TestTable(t *testing.T) {
 	dir := t.TempDir()
-	good := result{Scenario: "fanout", Label: "fast", CPU: cpuReport{Others: 0.1}}
+	good := result{Scenario: "fanout", Label: "fast", CPU: cpuReport{Others: 0.1, Server: 0.8}, DeliveriesPerSec: 100000}
 	good.Latency = &latencySummary{P99: 3}
 	good.checkNoLoss()
 	good.checkP99(10 * time.Millisecond)
@@ -302,10 +302,10 @@ func TestTable(t *testing.T) {
 	if len(lines) != 4 {
 		t.Fatalf("want header, rule and 2 rows:\n%s", out.String())
 	}
-	if want := "| fast | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 0/0/0; 3.00 ms |  | pass | 0.10 |"; lines[2] != want {
+	if want := "| fast | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 0/0/0; 3.00 ms | 100k deliveries/s, p99 3.00 ms, server 8.00 µs/delivery |  | pass | 0.10 |"; lines[2] != want {
 		t.Errorf("row\n%s\nwant\n%s", lines[2], want)
 	}
-	if want := "| lossy | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 2/0/0; 30.00 ms; loss 2 dup 0 reorder 0 |  | **FAIL** |  |"; lines[3] != want {
+	if want := "| lossy | lost/dup/reordered 0/0/0; p99 ≤ 10 ms | 2/0/0; 30.00 ms; loss 2 dup 0 reorder 0 |  |  | **FAIL** |  |"; lines[3] != want {
 		t.Errorf("row\n%s\nwant\n%s", lines[3], want)
 	}
 	if code := mainArgs([]string{"table", filepath.Join(dir, "missing.json")}, &out, &errOut); code != exitSetup {

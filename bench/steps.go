@@ -26,7 +26,8 @@ func parseSizes(flagName, list string) ([]int, error) {
 }
 
 // addStep labels a sub-run's result and keeps it in res: its correctness,
-// errors and warnings count for res; the last step's CPU stands for res.
+// errors and warnings count for res; the last step's CPU stands for res,
+// but for the other processes' share, the most any step saw.
 // It passes on the sub-run's error, if any, labelled.
 func (res *result) addStep(label string, r *result, err error) error {
 	r.Label = label
@@ -38,7 +39,12 @@ func (res *result) addStep(label string, r *result, err error) error {
 	res.IDRegressions += r.IDRegressions
 	res.Errors = append(res.Errors, r.Errors...)
 	res.Warnings = append(res.Warnings, r.Warnings...)
+	others := max(res.CPU.Others, r.CPU.Others)
+	if len(res.Steps) == 1 {
+		others = r.CPU.Others
+	}
 	res.CPU = r.CPU
+	res.CPU.Others = others
 	if err != nil {
 		return fmt.Errorf("%s: %w", label, err)
 	}
