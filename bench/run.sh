@@ -4,8 +4,8 @@
 # free loopback ports, runs redis-benchmark XADD, then every target scenario
 # with go run ./bench, and prints a markdown table of the results.
 #
-#   bench/run.sh                 # the whole suite (about 10 minutes)
-#   DURATION=5s bench/run.sh     # shorter runs (about 7 minutes)
+#   bench/run.sh                 # the whole suite (about 6 minutes)
+#   DURATION=5s bench/run.sh     # shorter runs (about 4 minutes)
 #   OUT=/tmp/b bench/run.sh      # where results go (default bench/results/DATE)
 #   BASE_REV= bench/run.sh       # without the runs of the older server (BASE_REV,
 #                                # default aa74194) and the targets against it

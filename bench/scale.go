@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // scale runs rooms once per room count of -rooms-list (10, 1,000, 8,000 by
@@ -72,7 +73,7 @@ func scale(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (
 	res.checkNoLoss()
 	if f.wantRedisConns > 0 {
 		res.Checks = append(res.Checks, check{What: "Redis connections (CLIENT LIST), every size", Target: fmt.Sprintf("≤ %d", f.wantRedisConns),
-			Measured: fmt.Sprint(conns), Pass: connsOK})
+			Measured: strings.Join(conns, ", "), Pass: connsOK})
 	}
 	if f.flat > 0 {
 		growth := 1 + f.flat
