@@ -38,6 +38,8 @@ type config struct {
 	TailBuffer          int
 	TailMode            streams.TailMode
 	RedisPoolSize       int
+	AckReplicas         int           // REDIS_ACK_REPLICAS: replicas WAIT must confirm before an ack
+	AckTimeout          time.Duration // REDIS_ACK_TIMEOUT: how long that WAIT may take
 	ShutdownTimeout     time.Duration
 	HeaderTimeout       time.Duration // a connection's first byte, then its request headers
 	IdleTimeout         time.Duration // a keep-alive connection between requests
@@ -48,6 +50,16 @@ type config struct {
 	LogFormat           string
 	PprofAddr           string
 }
+
+const (
+	// maxAckReplicas: more replicas than any deployment runs is a typo.
+	maxAckReplicas = 100
+	// minAckTimeout: WAIT takes milliseconds, and WAIT 0 would wait forever.
+	minAckTimeout = time.Millisecond
+	// maxAckTimeout keeps WAIT inside go-redis's 3 s read timeout and the
+	// server's 5 s bound on an append.
+	maxAckTimeout = 2 * time.Second
+)
 
 // withDotEnv returns a getenv that falls back to the .env file (ENV_FILE,
 // default ".env") for variables the environment does not set. A missing
@@ -146,6 +158,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		APIKey:              r.str("API_KEY", ""),
 		TailBuffer:          int(r.integer("TAIL_BUFFER", 1024, 16, 1<<20)),
 		RedisPoolSize:       int(r.integer("REDIS_POOL_SIZE", int64(10*runtime.GOMAXPROCS(0)), 1, 10000)),
+		AckReplicas:         int(r.integer("REDIS_ACK_REPLICAS", 0, 0, maxAckReplicas)),
+		AckTimeout:          r.duration("REDIS_ACK_TIMEOUT", time.Second, minAckTimeout),
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second, 0),
 		HeaderTimeout:       r.duration("HEADER_TIMEOUT", handlers.DefaultHeaderTimeout, minEdgeTimeout),
 		IdleTimeout:         r.duration("IDLE_TIMEOUT", handlers.DefaultIdleTimeout, minEdgeTimeout),
@@ -177,6 +191,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.PresenceHeartbeat >= c.PresenceTTL {
 		r.fail("PRESENCE_HEARTBEAT", r.str("PRESENCE_HEARTBEAT", "10s"), "must be shorter than PRESENCE_TTL ("+c.PresenceTTL.String()+"), or connections would expire between heartbeats")
+	}
+	if c.AckTimeout > maxAckTimeout {
+		r.fail("REDIS_ACK_TIMEOUT", r.str("REDIS_ACK_TIMEOUT", ""), "want at most "+maxAckTimeout.String()+", so that a send is answered before the 5 s bound on Redis calls")
 	}
 	if m, err := streams.ParseTailMode(r.str("TAIL_MODE", "auto")); err != nil {
 		r.fail("TAIL_MODE", r.str("TAIL_MODE", ""), err.Error())

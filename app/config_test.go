@@ -40,6 +40,7 @@ func TestConfigDefaults(t *testing.T) {
 		DedupWindow:        10 * time.Minute,
 		TailBuffer:         1024,
 		RedisPoolSize:      10 * runtime.GOMAXPROCS(0),
+		AckTimeout:         time.Second,
 		ShutdownTimeout:    10 * time.Second,
 		HeaderTimeout:      5 * time.Second,
 		IdleTimeout:        60 * time.Second,
@@ -72,6 +73,8 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"TAIL_BUFFER":           "64",
 		"TAIL_MODE":             "blocking",
 		"REDIS_POOL_SIZE":       "33",
+		"REDIS_ACK_REPLICAS":    "1",
+		"REDIS_ACK_TIMEOUT":     "250ms",
 		"SHUTDOWN_TIMEOUT":      "3s",
 		"PRESENCE_TTL":          "45s",
 		"PRESENCE_HEARTBEAT":    "15s",
@@ -111,6 +114,8 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		TailBuffer:          64,
 		TailMode:            streams.ModeBlocking,
 		RedisPoolSize:       33,
+		AckReplicas:         1,
+		AckTimeout:          250 * time.Millisecond,
 		ShutdownTimeout:     3 * time.Second,
 		HeaderTimeout:       2 * time.Second,
 		IdleTimeout:         90 * time.Second,
@@ -170,6 +175,11 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"TAIL_MODE": "pubsub"}, "TAIL_MODE"},
 		{map[string]string{"REDIS_POOL_SIZE": "0"}, "REDIS_POOL_SIZE"},
 		{map[string]string{"REDIS_POOL_SIZE": "lots"}, "REDIS_POOL_SIZE"},
+		{map[string]string{"REDIS_ACK_REPLICAS": "-1"}, "REDIS_ACK_REPLICAS"},
+		{map[string]string{"REDIS_ACK_REPLICAS": "one"}, "REDIS_ACK_REPLICAS"},
+		{map[string]string{"REDIS_ACK_TIMEOUT": "0s"}, "REDIS_ACK_TIMEOUT"}, // WAIT 0 waits forever
+		{map[string]string{"REDIS_ACK_TIMEOUT": "3s"}, "REDIS_ACK_TIMEOUT"},
+		{map[string]string{"REDIS_ACK_TIMEOUT": "1000"}, "REDIS_ACK_TIMEOUT"}, // no unit
 		{map[string]string{"DEDUP_WINDOW": "soon"}, "DEDUP_WINDOW"},
 		{map[string]string{"DEDUP_WINDOW": "600"}, "DEDUP_WINDOW"}, // no unit
 		{map[string]string{"DEDUP_WINDOW": "500ms"}, "DEDUP_WINDOW"},

@@ -13,6 +13,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/xroom/xroom/internal/redistest"
 )
 
@@ -115,8 +117,13 @@ func (p *peer) read(d time.Duration) (fframe, error) {
 	case "message":
 		p.msgs = append(p.msgs, f)
 	case "gap":
-		if f.Reason == "reset" {
+		switch f.Reason {
+		case "reset":
 			p.msgs = nil // a new history: what came before is gone
+		case "rolled_back": // a failover lost what came after oldest_id
+			for len(p.msgs) > 0 && idAfter(p.msgs[len(p.msgs)-1].ID, f.OldestID) {
+				p.msgs = p.msgs[:len(p.msgs)-1]
+			}
 		}
 		p.gaps = append(p.gaps, f)
 	}
@@ -219,6 +226,11 @@ func streamOf(t *testing.T, rs *redistest.Server, prefix, room string) []fframe 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return toFrames(msgs)
+}
+
+// toFrames turns stream entries into the frames clients should have got.
+func toFrames(msgs []redis.XMessage) []fframe {
 	out := make([]fframe, len(msgs))
 	for i, m := range msgs {
 		s := func(k string) string { v, _ := m.Values[k].(string); return v }
@@ -252,6 +264,7 @@ func checkAcked(t *testing.T, stream []fframe, acked map[string]string) {
 type load struct {
 	mu       sync.Mutex
 	acked    map[string]string // client_id -> acked ID
+	ackedAt  []time.Time       // when each ack came, in order
 	refused  int               // error frames before acks
 	wg       sync.WaitGroup
 	failures chan error
@@ -283,6 +296,7 @@ func (l *load) send(c *peer, reconnect func() error) {
 			}
 			l.mu.Lock()
 			l.acked[cid] = id
+			l.ackedAt = append(l.ackedAt, time.Now())
 			l.refused += n
 			l.mu.Unlock()
 			l.progress <- struct{}{}

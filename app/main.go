@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/netedge"
@@ -71,13 +70,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewUniversalClient(opts)
-	defer rdb.Close()
 	tailOpts := *opts
 	tailOpts.ClientName = "xroom-tail"
 	tailOpts.PoolSize, tailOpts.MaxActiveConns = budget.Tails, budget.Tails
 	tailOpts.MaxIdleConns = budget.Tails
-	blocking := redis.NewUniversalClient(&tailOpts)
+	rdb, blocking, stopFollowing := newRedisClients(opts, &tailOpts, log)
+	defer stopFollowing()
+	defer rdb.Close()
 
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		// Not fatal: xroom starts and heals once Redis answers (see /readyz).
@@ -93,7 +92,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		defer stopPprof()
 	}
 
-	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow})
+	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
 	cfg.Limits.MaxConns = budget.MaxConns
 	srv := handlers.New(hub, handlers.Config{

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,49 +10,11 @@ import (
 	"github.com/xroom/xroom/internal/redistest"
 )
 
-// startSentinel runs a real Sentinel (redis-server --sentinel) watching
-// the master at masterAddr as "mymaster", and returns its address.
+// startSentinel runs a real Sentinel watching the master at masterAddr as
+// "mymaster", and returns its address.
 func startSentinel(t *testing.T, masterAddr string) string {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv(redistest.EnvRequireReal) != "" {
-			t.Fatal("redis-server not on PATH")
-		}
-		t.Skip("redis-server not on PATH")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	host, mport, _ := net.SplitHostPort(masterAddr)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sentinel.conf")
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 1\n", port, dir, host, mport)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, _ := os.Create(filepath.Join(dir, "sentinel.log"))
-	cmd := exec.Command("redis-server", conf, "--sentinel")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(port), "SENTINEL", "get-master-addr-by-name", "mymaster").Output()
-		if strings.Contains(string(out), mport) {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
-			t.Fatalf("sentinel did not come up: %s\n%s", out, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return redistest.StartSentinel(t, "mymaster", masterAddr)
 }
 
 // twoThroughSentinel starts xroom on Redis through sentinel, and joins

@@ -56,9 +56,16 @@ func (s *session) startReplay(ctx context.Context, seen *streams.History) error 
 }
 
 // announceGap tells the client, before the entries of the same pass, that
-// a catch-up read skipped entries trimmed away while it was behind. The
+// a failover rolled back entries it was sent, or that a catch-up read
+// skipped entries trimmed away while it was behind. The
 // compatible dialect is not told (send): its frames all carry a message.
 func (s *session) announceGap() error {
+	if last, ok := s.sub.RolledBack(); ok {
+		// A failover lost entries this connection was sent: say so before
+		// anything newer (the entries that follow come after last).
+		s.log.Warn("the room was rolled back under the connection", "last_kept", last.String())
+		return s.send(gapFrame{Type: "gap", Reason: "rolled_back", OldestID: last.String()})
+	}
 	oldest, ok := s.sub.Gap()
 	if !ok {
 		return nil

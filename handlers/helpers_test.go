@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/internal/failover"
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/streams"
 )
@@ -51,9 +52,24 @@ type options struct {
 	prefix string
 	// maxLen is the store's MAXLEN ~ cap; 0 is 10000.
 	maxLen int64
+	// sentinel, when set, is the address of a Sentinel watching rs as
+	// "mymaster": the server's clients follow it (internal/failover).
+	sentinel string
+	// ackReplicas and ackTimeout are the store's AckReplicas and AckTimeout.
+	ackReplicas int
+	ackTimeout  time.Duration
 	// storeHook, when set, goes on the server's Redis client; tailHook on
 	// every client the hub's tail reads with.
 	storeHook, tailHook redis.Hook
+}
+
+// sentinelClient is a client of the primary the Sentinel at addr names
+// "mymaster", following it; closed at cleanup.
+func sentinelClient(t testing.TB, addr, name string, pool int) *redis.Client {
+	uo := &redis.UniversalOptions{Addrs: []string{addr}, MasterName: "mymaster", ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true}
+	f := failover.New(uo, quietLogger())
+	t.Cleanup(func() { _ = f.Close() })
+	return f.Client(uo)
 }
 
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
@@ -73,6 +89,9 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	ts.name = "xroom-" + ts.prefix
 	ts.rdb = rs.Client(t)
 	mk := func(name string, pool int) *redis.Client {
+		if o.sentinel != "" {
+			return sentinelClient(t, o.sentinel, name, pool)
+		}
 		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true})
 	}
 	rdb := mk(ts.name, o.poolSize)
@@ -85,7 +104,7 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if o.maxLen == 0 {
 		o.maxLen = 10000
 	}
-	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen})
+	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen, AckReplicas: o.ackReplicas, AckTimeout: o.ackTimeout})
 	o.hub.Encode = handlers.EncodeMessage
 	o.hub.EncodeEvent = handlers.EncodeEvent
 	if o.hub.Block == 0 {

@@ -384,17 +384,33 @@ function onAck(s, conn, f) {
   }
 }
 
+// forgetHistory clears the log (pending messages stay) and the position in
+// the room, so that what follows is shown as the room's whole history.
+function forgetHistory(s) {
+  s.loadingOlder?.abort();
+  for (const e of s.outbox.settleAcked()) e.el.remove();
+  for (const node of [...ui.log.children]) if (!node.classList.contains("outbox")) node.remove();
+  s.failed.clear();
+  s.lastId = s.oldestId = null;
+  s.historyDone = false;
+}
+
 function onGap(s, f) {
   if (f.reason === "reset") {
     // The history we showed is gone and its IDs mean nothing now: start
     // over with what the room holds (the replay follows this frame).
-    s.loadingOlder?.abort();
-    for (const e of s.outbox.settleAcked()) e.el.remove();
-    for (const node of [...ui.log.children]) if (!node.classList.contains("outbox")) node.remove();
-    s.failed.clear();
-    s.lastId = s.oldestId = null;
-    s.historyDone = false;
+    forgetHistory(s);
     notice("The room's history was reset; earlier messages are gone.", "warn");
+  } else if (f.reason === "rolled_back") {
+    // A Redis failover lost messages we showed: they are not in the room
+    // any more. Reload the room from Redis (reconnect without since).
+    forgetHistory(s);
+    notice("A Redis failover lost some recent messages; the room was reloaded.", "warn");
+    const conn = s.conn;
+    if (conn) {
+      handleClose(s, conn, { code: 1000 }); // frames still coming on it are ignored; reconnects
+      conn.ws.close(1000, "reload");
+    }
   } else {
     notice("Some messages were trimmed away before they reached you and cannot be shown.", "warn");
   }

@@ -32,6 +32,10 @@ for i = 1, #KEYS / 2 do
   if type(id) == 'table' and id.err then
     out[#out+1] = id.err; out[#out+1] = 2
   elseif id then
+    -- Rewrite the expiry as it is: a write, so a WAIT after this call
+    -- also covers the first store of this client_id.
+    local ttl = redis.pcall('PTTL', dedup)
+    if type(ttl) == 'number' and ttl > 0 then redis.pcall('PEXPIRE', dedup, ttl) end
     out[#out+1] = id; out[#out+1] = 1
   else
     if maxlen ~= '0' then

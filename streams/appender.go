@@ -179,14 +179,27 @@ func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), latest)
 }
 
-// appendAll stores calls in one pipeline and sets each call's result:
-// plain appends as XADDs, client_id appends through appendDedupMany (one
-// script call for the batch on a single node, one per room on a Cluster),
-// and one ZADD for the rooms set.
+// appendAll stores calls and sets each call's result. When acks wait for
+// replicas on a Cluster, each primary gets a pipeline of its own (see
+// appendByNode); otherwise one pipeline carries the whole batch.
 func (s *Store) appendAll(calls []*appendCall) {
 	ctx, cancel := batchContext(calls)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
+	if s.ackReplicas > 0 {
+		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+			s.appendByNode(ctx, cc, calls)
+			return
+		}
+	}
+	s.appendOn(ctx, s.rdb, calls, true)
+}
+
+// appendOn stores calls in one pipeline of rdb: plain appends as XADDs,
+// client_id appends through appendDedupMany (one script call for the batch
+// on a single node, one per room on a Cluster), one ZADD for the rooms set
+// when touch, and a WAIT when acks wait for replicas.
+func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall, touch bool) {
+	pipe := rdb.Pipeline()
 	var rooms []string
 	touched := make(map[string]bool, 1)
 	var dedup []*appendCall
@@ -212,7 +225,10 @@ func (s *Store) appendAll(calls []*appendCall) {
 	for _, g := range groups {
 		s.queueScript(ctx, pipe, g, false)
 	}
-	s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
+	if touch {
+		s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
+	}
+	wait := s.queueWait(ctx, pipe) // last: it covers every write before it on this connection
 	_, execErr := pipe.Exec(ctx)
 	var again []*scriptGroup
 	for _, g := range groups {
@@ -223,14 +239,16 @@ func (s *Store) appendAll(calls []*appendCall) {
 	}
 	if len(again) > 0 {
 		// Redis forgot the script (restart, failover, SCRIPT FLUSH): send it whole.
-		pipe := s.rdb.Pipeline()
+		pipe := rdb.Pipeline()
 		for _, g := range again {
 			s.queueScript(ctx, pipe, g, true)
 		}
+		waitAgain := s.queueWait(ctx, pipe)
 		_, againErr := pipe.Exec(ctx)
 		for _, g := range again {
 			for _, c := range g.calls {
 				s.appendResult(c, againErr)
+				s.replicated(c, waitAgain, againErr)
 			}
 		}
 	}
@@ -239,6 +257,7 @@ func (s *Store) appendAll(calls []*appendCall) {
 			continue // not sent, or sent again above
 		}
 		s.appendResult(c, execErr)
+		s.replicated(c, wait, execErr)
 	}
 }
 

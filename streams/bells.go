@@ -62,6 +62,9 @@ func (b *bells) place(r *tailedRoom, addr string, c redis.UniversalClient) {
 		if old.addr == addr {
 			return
 		}
+		if old.addr != "" && c != nil {
+			r.suspect.Store(true) // a promoted replica may lack what was read (rollback.go)
+		}
 		old.forget(r)
 		if old.empty() && old.addr != "" {
 			old.stop()
@@ -199,7 +202,12 @@ func (b *bells) followPrimary() {
 
 // dialedAddr is a go-redis hook that remembers the remote address of the
 // newest connection its client made.
-type dialedAddr struct{ addr atomic.Pointer[string] }
+type dialedAddr struct {
+	addr atomic.Pointer[string]
+	// onChange, if set, is called when a connection goes to another
+	// address than the one before.
+	onChange func()
+}
 
 func (d *dialedAddr) get() string {
 	if p := d.addr.Load(); p != nil {
@@ -208,7 +216,11 @@ func (d *dialedAddr) get() string {
 	return ""
 }
 
-func (d *dialedAddr) set(a string) { d.addr.Store(&a) }
+func (d *dialedAddr) set(a string) {
+	if old := d.addr.Swap(&a); old != nil && *old != a && d.onChange != nil {
+		d.onChange()
+	}
+}
 
 func (d *dialedAddr) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {

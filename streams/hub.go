@@ -149,6 +149,7 @@ type HubStats struct {
 	CatchUps   atomic.Int64 // reads from Redis by a subscriber behind the buffer
 	Skipped    atomic.Int64 // entries without a message field
 	Gaps       atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
+	RollBacks  atomic.Int64 // rooms found rolled back by a failover (rollback.go)
 }
 
 // NewHub returns a hub reading rooms through store. The blocking client
@@ -179,6 +180,7 @@ func NewHub(store *Store, blocking redis.UniversalClient, opt HubOptions) *Hub {
 		// Where each client's newest connection went: after a failover the
 		// command pool moves to the new primary at once, and the doorbell
 		// follows it (bells.followPrimary).
+		h.bells.poolAddr.onChange = h.suspectAll // a new primary may lack what was read
 		store.rdb.AddHook(&h.bells.poolAddr)
 		blocking.AddHook(&h.bells.bellAddr)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/internal/failover"
 )
 
 // How the hub chooses its tail mode, and turns keyspace notifications on.
@@ -124,9 +126,10 @@ func refused(err error) bool {
 	return true
 }
 
-// sentinel tells a client that goes through Sentinel (go-redis names its
-// address so), whose primary can change under it.
+// sentinel tells a client that goes through Sentinel (go-redis's own, or
+// internal/failover's, each naming its address so), whose primary can
+// change under it.
 func sentinel(c redis.UniversalClient) bool {
 	o, ok := c.(*redis.Client)
-	return ok && o.Options().Addr == "FailoverClient"
+	return ok && (o.Options().Addr == "FailoverClient" || failover.IsSentinelAddr(o.Options().Addr))
 }

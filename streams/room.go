@@ -39,6 +39,10 @@ type tailedRoom struct {
 	// nil: its subscribers are told unavailable instead of waiting on silence.
 	stalled atomic.Pointer[error]
 
+	// suspect: the primary may have changed since the room was last read;
+	// the next read checks for a rollback first (rollback.go).
+	suspect atomic.Bool
+
 	// The reader's bookkeeping (tail.go), guarded by tailer.mu.
 	queued  bool // waiting in the read queue
 	reading bool // a read of it is in flight
@@ -51,6 +55,10 @@ type Subscription struct {
 	room   *tailedRoom
 	notify func()
 	gap    catchUpGap // gap.go
+	// rolled is set by the tail when the room was rolled back (rollback.go),
+	// rollback is what Next made of it, for whoever calls Next.
+	rolled   atomic.Pointer[ID]
+	rollback rollbackFound
 }
 
 // Close stops notifications. The room stops being tailed once nobody has
@@ -104,12 +112,17 @@ func (s *Subscription) Head() ID {
 // cursor trimmed away, Gap says so. When the room cannot be tailed now
 // (Redis refuses the tail's connection, say), it fails with an error that
 // wraps ErrUnavailable: the caller should tell its client to come back later.
+// When a failover rolled the room back below cursor, it returns no entries
+// and the cursor to go on from, and RolledBack says so.
 func (s *Subscription) Next(ctx context.Context, cursor ID, dst []*Entry) ([]*Entry, ID, error) {
 	r := s.room
 	if err := r.stalled.Load(); err != nil {
 		return dst[:0], cursor, *err
 	}
 	dst = dst[:0]
+	if back, ok := s.rolledBack(cursor); ok {
+		return dst, back, nil // RolledBack says so; what comes after back follows
+	}
 	max := cap(dst)
 	if max == 0 {
 		max = 1

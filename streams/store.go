@@ -65,6 +65,11 @@ type Options struct {
 	Prefix      string        // key prefix, "chat" if empty
 	MaxLen      int64         // approximate cap of each room's stream (MAXLEN ~); 0 means no cap
 	DedupWindow time.Duration // how long a client_id is remembered; 0 means 10 minutes
+	// AckReplicas: an append succeeds only once WAIT confirms this many
+	// replicas have it (0: once the primary has it). AckTimeout bounds the
+	// WAIT (0 means 1 s); past it the append fails with ErrNotReplicated.
+	AckReplicas int
+	AckTimeout  time.Duration
 }
 
 // Store reads and writes rooms in Redis.
@@ -75,7 +80,11 @@ type Store struct {
 	dedup  time.Duration
 	// appended counts the messages stored, for metrics.
 	appended atomic.Int64
-	batch    coalescer // concurrent appends share pipelines
+	// notReplicated counts appends refused for want of replicas, for metrics.
+	notReplicated atomic.Int64
+	batch         coalescer // concurrent appends share pipelines
+	ackReplicas   int
+	ackTimeout    time.Duration
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
@@ -86,7 +95,10 @@ func NewStore(rdb redis.UniversalClient, opt Options) *Store {
 	if opt.DedupWindow <= 0 {
 		opt.DedupWindow = 10 * time.Minute
 	}
-	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow}
+	if opt.AckTimeout <= 0 {
+		opt.AckTimeout = defaultAckTimeout
+	}
+	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow, ackReplicas: opt.AckReplicas, ackTimeout: opt.AckTimeout}
 }
 
 // Keys returns the key names the store uses.

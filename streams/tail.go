@@ -193,12 +193,19 @@ func (t *tailer) sweep() {
 func (h *Hub) read(ctx context.Context, rooms []*tailedRoom) ([]*tailedRoom, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.opt.CatchUpTimeout)
 	defer cancel()
+	if err := h.checkRollbacks(ctx, rooms); err != nil { // rollback.go
+		h.readFailed(err)
+		return rooms, err
+	}
 	if _, cluster := h.store.rdb.(*redis.ClusterClient); cluster {
 		return h.readEach(ctx, rooms)
 	}
 	q := newTailQuery(rooms)
 	h.stats.TailReads.Add(1)
 	res, err := h.store.rdb.XRead(ctx, &redis.XReadArgs{Streams: q.args, Count: int64(h.opt.ReadCount), Block: -1}).Result()
+	if anySuspect(rooms) {
+		return rooms, nil // the primary changed during the read: check, then read again
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		h.health.readOK()
@@ -225,6 +232,9 @@ func (h *Hub) readEach(ctx context.Context, rooms []*tailedRoom) ([]*tailedRoom,
 	}
 	h.stats.TailReads.Add(int64(len(rooms)))
 	_, _ = pipe.Exec(ctx)
+	if anySuspect(rooms) {
+		return rooms, nil // a room moved during the read: check, then read again
+	}
 	var again []*tailedRoom
 	var failed error
 	for i, r := range rooms {
@@ -283,6 +293,23 @@ func newTailQuery(rooms []*tailedRoom) tailQuery {
 	return q
 }
 
+// find returns the index of key among the query's keys, looking from
+// from on (where the answer's order puts it) and then from the start; -1
+// when it is not there.
+func (q tailQuery) find(key string, from int) int {
+	for k := from; k < len(q.owner); k++ {
+		if q.args[k] == key {
+			return k
+		}
+	}
+	for k := 0; k < min(from, len(q.owner)); k++ {
+		if q.args[k] == key {
+			return k
+		}
+	}
+	return -1
+}
+
 // deliver puts what an XREAD returned into the rooms' rings and wakes
 // their subscribers. It returns the rooms that got a full COUNT of some
 // stream: they have more to read.
@@ -290,12 +317,10 @@ func (h *Hub) deliver(q tailQuery, res []redis.XStream) (again []*tailedRoom) {
 	read := time.Now()
 	k := 0 // Redis answers in the order of the keys asked, leaving out those with nothing
 	for _, st := range res {
-		for k < len(q.owner) && q.args[k] != st.Stream {
-			k++
-		}
-		if k == len(q.owner) {
+		if k = q.find(st.Stream, k); k < 0 {
 			h.log.Warn("tail read answered a stream it did not ask for", "stream", st.Stream)
-			return again
+			k = 0
+			continue
 		}
 		r := q.owner[k]
 		if len(st.Messages) >= h.opt.ReadCount {

@@ -633,8 +633,15 @@ type Cluster struct {
 // the default port+10000, which can be taken or exceed 65535.
 func StartCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
-	if n < 3 {
-		tb.Fatalf("redistest: StartCluster needs at least 3 masters, got %d", n)
+	return startCluster(tb, n, 0, "5000")
+}
+
+// startCluster starts masters*(1+replicas) nodes and joins them with
+// --cluster-replicas replicas; nodeTimeout is cluster-node-timeout in ms.
+func startCluster(tb testing.TB, masters, replicas int, nodeTimeout string) *Cluster {
+	tb.Helper()
+	if masters < 3 {
+		tb.Fatalf("redistest: a cluster needs at least 3 masters, got %d", masters)
 	}
 	for _, bin := range []string{"redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -646,17 +653,17 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(busPort),
-			"--cluster-node-timeout", "5000",
+			"--cluster-node-timeout", nodeTimeout,
 		}
 	}
 	c := &Cluster{}
-	for range n {
+	for range masters * (1 + replicas) {
 		s := startDedicated(tb, config{}, clusterArgs)
 		c.nodes = append(c.nodes, s)
 		c.Addrs = append(c.Addrs, s.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if _, err := runCLI(args...); err != nil {
 		tb.Fatalf("redistest: creating the cluster: %v\n%s", err, c.logTails())
 	}
