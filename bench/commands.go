@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 )
 
 // commandsGrowth is how much more Redis work per message the largest room
@@ -21,48 +19,25 @@ func commands(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient
 	if rdb == nil {
 		return res, fmt.Errorf("commands: needs -redis")
 	}
-	var counts []int
-	for _, s := range strings.Split(f.subsList, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return res, fmt.Errorf("commands: bad -subs-list %q", f.subsList)
-		}
-		counts = append(counts, n)
+	counts, err := parseSizes("-subs-list", f.subsList)
+	if err != nil {
+		return res, fmt.Errorf("commands: %w", err)
 	}
 	step := *o
 	step.redisCommands = true
-	var first, worst float64
-	var measured []string
-	for i, n := range counts {
+	var perMessage []float64
+	for _, n := range counts {
 		sf := *f
 		sf.subs = n
 		sf.wantP99, sf.wantRate = 0, 0
 		r, err := fanout(ctx, &step, &sf, rdb)
-		r.Label = fmt.Sprintf("%d subs", n)
-		r.Subscribers = nil
-		res.Steps = append(res.Steps, *r)
-		if err != nil {
-			return res, fmt.Errorf("%d subscribers: %w", n, err)
+		if err := res.addStep(fmt.Sprintf("%d subs", n), r, err); err != nil {
+			return res, err
 		}
-		res.Loss += r.Loss
-		res.Duplicates += r.Duplicates
-		res.Reordered += r.Reordered
-		res.IDRegressions += r.IDRegressions
-		res.Errors = append(res.Errors, r.Errors...)
-		res.Warnings = append(res.Warnings, r.Warnings...)
-		res.CPU = r.CPU
-		pm := r.Redis.PerMessage
-		if i == 0 {
-			first = pm
-		}
-		worst = max(worst, pm)
-		measured = append(measured, fmt.Sprintf("%d: %.2f", n, pm))
+		perMessage = append(perMessage, r.Redis.PerMessage)
 	}
-	res.Checks = append(res.Checks, check{
-		What:     "Redis commands per message, by subscribers",
-		Target:   fmt.Sprintf("constant (≤ %.2f × the %d-subscriber figure)", commandsGrowth, counts[0]),
-		Measured: strings.Join(measured, ", "),
-		Pass:     worst <= first*commandsGrowth+0.05,
-	})
+	c := growthCheck("Redis commands per message, by subscribers", counts, perMessage, "%.2f", commandsGrowth, 0.05)
+	c.Ratio = ""
+	res.Checks = append(res.Checks, c)
 	return res, nil
 }

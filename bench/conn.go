@@ -31,8 +31,8 @@ func mono() int64 { return int64(time.Since(clockBase)) }
 
 // run is what every connection of one bench run shares.
 type run struct {
-	id          string // RUN in payloads and client IDs
-	server      string // host:port
+	id          string   // RUN in payloads and client IDs
+	servers     []string // host:port of each server; connection i goes to servers[i mod len]
 	measureFrom atomic.Int64
 	foreign     atomic.Int64 // message frames not from this run
 	gaps        atomic.Int64
@@ -40,11 +40,16 @@ type run struct {
 	lastErr     atomic.Pointer[string]
 }
 
-func newRun(server string) *run {
-	r := &run{id: newRunID(), server: server}
+func newRun(servers []string) *run {
+	r := &run{id: newRunID(), servers: servers}
 	r.measureFrom.Store(-1)
 	return r
 }
+
+// serverFor is the server connection num talks to: round robin over the
+// servers, so with -server a,b the members of a room are split between
+// two instances (its first member on a, its second on b, ...).
+func (r *run) serverFor(num int) string { return r.servers[num%len(r.servers)] }
 
 func (r *run) noteErr(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
@@ -101,7 +106,7 @@ func (c *client) dial(ctx context.Context, q url.Values) error {
 	if c.idle {
 		d = &idleDialer
 	}
-	ws, resp, err := d.DialContext(ctx, wsURL(c.run.server, c.room, q), nil)
+	ws, resp, err := d.DialContext(ctx, wsURL(c.run.serverFor(c.num), c.room, q), nil)
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

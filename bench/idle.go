@@ -26,12 +26,16 @@ type idleResult struct {
 // reports the server's RSS growth per connection (VmRSS of /proc/PID/status
 // before opening and after they have all been ready for a while).
 func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*result, error) {
-	r := newRun(o.server)
+	r := newRun(o.servers)
 	res := &result{Scenario: "idle", Params: map[string]any{"connections": f.conns, "rooms": f.rooms, "hold": f.hold.String()}}
-	pid, err := o.serverPID()
+	if len(o.servers) != 1 {
+		return res, fmt.Errorf("idle: measures one server's RSS: give one -server")
+	}
+	pids, err := o.serverPIDs()
 	if err != nil {
 		return res, fmt.Errorf("idle: the server's PID (give -pid): %w", err)
 	}
+	pid := pids[0]
 	before, err := rssKB(pid)
 	if err != nil {
 		return res, err
@@ -40,7 +44,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 	for i := range clients {
 		clients[i] = &client{run: r, num: i, room: r.roomName(i % max(1, f.rooms)), idle: true}
 	}
-	metricsBefore := scrapeMetrics(o.server)
+	metricsBefore := scrapeServers(o.servers)
 	meters := o.startMeters()
 	start := time.Now()
 	query := func(c *client) url.Values { return url.Values{"user": {"idle" + strconv.Itoa(c.num)}} }
@@ -71,7 +75,7 @@ func idle(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) (*re
 		series = append(series, kb)
 	}
 	after := series[len(series)-1]
-	res.Server = metricsDelta(metricsBefore, scrapeMetrics(o.server))
+	res.Server = metricsDelta(metricsBefore, scrapeServers(o.servers))
 	var dropped int
 	for _, c := range clients {
 		select {

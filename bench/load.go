@@ -16,7 +16,7 @@ import (
 
 // options are the flags every scenario shares.
 type options struct {
-	server          string
+	servers         []string // -server: host:port, or several comma-separated
 	redisURL        string
 	prefix          string
 	duration        time.Duration
@@ -26,9 +26,10 @@ type options struct {
 	connectRate     float64
 	connectParallel int
 	connectTimeout  time.Duration
-	pid             int
+	pids            []int // -pid: one per server, or none (found by port)
 	cpuWarn         float64
 	redisCommands   bool
+	redisNames      []string // the server's Redis client names, counted in CLIENT LIST
 	label           string
 }
 
@@ -39,7 +40,8 @@ type load struct {
 	run     *run
 	clients []*client
 	pubs    []*publisher
-	rdb     *redis.Client // nil without -redis
+	rdb     *redis.Client // counts commands: nil without -redis-commands
+	conns   *redis.Client // counts the servers' connections: nil without -redis
 }
 
 // roomName names room k of this run: fresh rooms, so no history of earlier
@@ -70,12 +72,20 @@ func (l *load) byRoom() map[string][]*publisher {
 	return m
 }
 
-// serverPID is -pid, or the process listening on the server's port.
-func (o *options) serverPID() (int, error) {
-	if o.pid > 0 {
-		return o.pid, nil
+// serverPIDs are -pid, or the processes listening on the servers' ports.
+func (o *options) serverPIDs() ([]int, error) {
+	if len(o.pids) > 0 {
+		return o.pids, nil
 	}
-	return pidListening(o.server)
+	pids := make([]int, len(o.servers))
+	for i, s := range o.servers {
+		pid, err := pidListening(s)
+		if err != nil {
+			return nil, err
+		}
+		pids[i] = pid
+	}
+	return pids, nil
 }
 
 // execute opens every connection, publishes for the duration, waits until
@@ -84,6 +94,22 @@ func (o *options) serverPID() (int, error) {
 func (l *load) execute(ctx context.Context, res *result) error {
 	o := l.opts
 	res.Connections = len(l.clients)
+	var sampler *connSampler
+	if l.conns != nil && len(o.redisNames) > 0 {
+		// From before the first join: the joins read Redis too.
+		sampler = sampleRedisConns(l.conns, o.redisNames)
+	}
+	stopSampling := func() {
+		if sampler == nil {
+			return
+		}
+		var err error
+		if res.RedisConns, err = sampler.finish(); err != nil {
+			res.Errors = append(res.Errors, err.Error())
+		}
+		sampler = nil
+	}
+	defer stopSampling()
 	query := func(c *client) url.Values { return url.Values{"user": {"b" + strconv.Itoa(c.num)}} }
 	if err := openAll(ctx, l.clients, query, o.connectRate, o.connectParallel, o.connectTimeout); err != nil {
 		closeAll(l.clients)
@@ -98,7 +124,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 			return err
 		}
 	}
-	metricsBefore := scrapeMetrics(o.server)
+	metricsBefore := scrapeServers(o.servers)
 	meters := o.startMeters()
 
 	start := mono()
@@ -147,6 +173,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 		}
 	}
 	res.CPU = meters.report()
+	stopSampling()
 	if l.rdb != nil {
 		after, err := snapshotRedis(ctx, l.rdb)
 		if err != nil {
@@ -158,7 +185,7 @@ func (l *load) execute(ctx context.Context, res *result) error {
 		}
 		res.Redis = diffRedis(before, after, acked)
 	}
-	res.Server = metricsDelta(metricsBefore, scrapeMetrics(o.server))
+	res.Server = metricsDelta(metricsBefore, scrapeServers(o.servers))
 	closeAll(l.clients)
 	l.collect(res, pubEnd)
 	return nil

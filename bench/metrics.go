@@ -13,7 +13,8 @@ import (
 // server serves it: what the server itself counted, next to what the bench
 // saw. Optional: a server without /metrics just gets no such figures.
 
-// reportedMetrics are the series the bench reports, summed over labels:
+// reportedMetrics are the series the bench reports, summed over labels (and
+// over the servers, with several -server):
 // deltas over the run for counters, the value after the run for gauges.
 var reportedMetrics = []string{
 	"xroom_messages_appended_total",
@@ -52,6 +53,22 @@ func scrapeMetrics(server string) map[string]float64 {
 		}
 	}
 	return m
+}
+
+// scrapeServers is scrapeMetrics of every server, summed; nil when any of
+// them has no /metrics.
+func scrapeServers(servers []string) map[string]float64 {
+	sum := map[string]float64{}
+	for _, s := range servers {
+		m := scrapeMetrics(s)
+		if m == nil {
+			return nil
+		}
+		for name, v := range m {
+			sum[name] += v
+		}
+	}
+	return sum
 }
 
 // cutMetric splits `name{labels} value` or `name value`.

@@ -77,14 +77,24 @@ type redisCommands struct {
 	PerMessage float64          `json:"per_message"`
 	ByCommand  map[string]int64 `json:"by_command"`
 	CPUCores   float64          `json:"cpu_cores"` // Redis CPU time per wall-clock second
+	// CPUPerMessage is Redis's CPU time (INFO cpu, user + sys) per
+	// message, in µs.
+	CPUPerMessage float64 `json:"cpu_us_per_message"`
+	// ReadsPerMessage is XREAD and XRANGE calls per message: how often the
+	// servers read a room's stream for what was published.
+	ReadsPerMessage float64 `json:"reads_per_message"`
 }
 
+// benchCommands are the bench's own commands, left out of the counts.
+var benchCommands = map[string]bool{"info": true, "client|list": true}
+
 // diffRedis is the work between two snapshots, per message. The bench's own
-// INFO calls are left out.
+// INFO and CLIENT LIST calls are left out (their CPU is not: INFO cpu
+// cannot tell it apart, and it is small next to a run's).
 func diffRedis(before, after redisSnapshot, messages int64) *redisCommands {
 	rc := &redisCommands{ByCommand: map[string]int64{}}
 	for name, n := range after.calls {
-		if name == "info" {
+		if benchCommands[name] {
 			continue
 		}
 		if d := n - before.calls[name]; d > 0 {
@@ -94,6 +104,8 @@ func diffRedis(before, after redisSnapshot, messages int64) *redisCommands {
 	}
 	if messages > 0 {
 		rc.PerMessage = float64(rc.Total) / float64(messages)
+		rc.CPUPerMessage = (after.cpu - before.cpu) * 1e6 / float64(messages)
+		rc.ReadsPerMessage = float64(rc.ByCommand["xread"]+rc.ByCommand["xrange"]) / float64(messages)
 	}
 	if wall := after.at.Sub(before.at).Seconds(); wall > 0 {
 		rc.CPUCores = (after.cpu - before.cpu) / wall
@@ -111,5 +123,6 @@ func (rc *redisCommands) String() string {
 	for i, n := range names {
 		parts[i] = fmt.Sprintf("%s=%d", n, rc.ByCommand[n])
 	}
-	return fmt.Sprintf("%.2f commands/message (%d: %s)", rc.PerMessage, rc.Total, strings.Join(parts, " "))
+	return fmt.Sprintf("%.2f commands/message, %.1f µs Redis CPU/message, %.2f XREAD+XRANGE/message (%d: %s)",
+		rc.PerMessage, rc.CPUPerMessage, rc.ReadsPerMessage, rc.Total, strings.Join(parts, " "))
 }

@@ -29,7 +29,7 @@ type replayResult struct {
 // 0, 1, ..., entries-1 in order before its ready frame; the rate is entries
 // per second from the start of the dial to ready.
 func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
-	r := newRun(o.server)
+	r := newRun(o.servers)
 	r.measureFrom.Store(math.MaxInt64) // replayed entries have no send time
 	room := r.roomName(0)
 	res := &result{Scenario: "replay", Params: map[string]any{"entries": f.entries, "repeat": f.repeat, "size": o.size}}

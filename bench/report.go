@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -49,7 +47,9 @@ type result struct {
 	Replay *replayResult  `json:"replay,omitempty"`
 	Idle   *idleResult    `json:"idle,omitempty"`
 	Redis  *redisCommands `json:"redis,omitempty"`
-	Steps  []result       `json:"steps,omitempty"` // sub-runs (commands scenario)
+	// RedisConns is the servers' Redis connections during the run.
+	RedisConns *redisConns `json:"redis_conns,omitempty"`
+	Steps      []result    `json:"steps,omitempty"` // sub-runs (commands scenario)
 
 	// Server is from the server's /metrics: counter deltas over the run,
 	// gauges after it (absent when the server has no /metrics).
@@ -76,10 +76,12 @@ type subResult struct {
 
 type cpuReport struct {
 	Bench  float64 `json:"bench_cores"`            // this process
-	Server float64 `json:"server_cores,omitempty"` // the xroom server (-pid or found by port); -1 unknown
-	Redis  float64 `json:"redis_cores,omitempty"`  // from INFO cpu, with -redis
-	Cores  int     `json:"machine_cores"`
-	Load   string  `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
+	Server float64 `json:"server_cores,omitempty"` // the xroom server (-pid or found by port), or all of them; -1 unknown
+	// Servers is each server's share, with several -server.
+	Servers []float64 `json:"servers_cores,omitempty"`
+	Redis   float64   `json:"redis_cores,omitempty"` // from INFO cpu, with -redis
+	Cores   int       `json:"machine_cores"`
+	Load    string    `json:"load_average,omitempty"` // /proc/loadavg at the end: the machine is shared
 	// Others is the cores the rest of the machine used during the run
 	// (/proc/stat less the bench, the server and Redis); -1 unknown.
 	Others float64 `json:"others_cores"`
@@ -175,14 +177,21 @@ func (r *result) printText(w io.Writer) {
 	if r.Redis != nil {
 		fmt.Fprintf(w, "redis:       %s\n", r.Redis)
 	}
+	if r.RedisConns != nil {
+		fmt.Fprintf(w, "redis conns: %s\n", r.RedisConns)
+	}
 	for _, s := range r.Steps {
 		line := fmt.Sprintf("  %-12s", s.Label)
 		if s.Redis != nil {
 			line += " " + s.Redis.String()
 		}
+		if s.RedisConns != nil {
+			line += fmt.Sprintf("  redis conns ≤ %d", s.RedisConns.Max)
+		}
 		if s.Latency != nil {
 			line += fmt.Sprintf("  p99 %.2f ms", s.Latency.P99)
 		}
+		line += fmt.Sprintf("  cpu bench %.2f, server %.2f, redis %.2f, other processes %.2f", s.CPU.Bench, s.CPU.Server, s.CPU.Redis, s.CPU.Others)
 		fmt.Fprintln(w, line)
 	}
 	if len(r.Server) > 0 {
@@ -216,6 +225,9 @@ func (r *result) printText(w io.Writer) {
 	if r.CPU.Server > 0 {
 		cpu += fmt.Sprintf(", server %.2f", r.CPU.Server)
 	}
+	if len(r.CPU.Servers) > 1 {
+		cpu += fmt.Sprintf(" (%s)", joinFloats(r.CPU.Servers, " + "))
+	}
 	if r.CPU.Redis > 0 {
 		cpu += fmt.Sprintf(", redis %.2f", r.CPU.Redis)
 	}
@@ -243,6 +255,14 @@ func (r *result) printText(w io.Writer) {
 	}
 }
 
+func joinFloats(v []float64, sep string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, sep)
+}
+
 func joinRates(v []float64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
@@ -254,16 +274,12 @@ func joinRates(v []float64) string {
 // printTable reads result JSON files (from -out) and prints the markdown
 // table of the suite: one row per result.
 func printTable(w io.Writer, files []string) error {
-	fmt.Fprintln(w, "| scenario | target | measured | vs baseline | result | other processes (cores) |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| scenario | target | measured | figures | vs baseline | result | other processes (cores) |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		r, err := readResult(f)
 		if err != nil {
 			return err
-		}
-		var r result
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
 		}
 		var targets, measured, ratios []string
 		for _, c := range r.Checks {
@@ -294,7 +310,48 @@ func printTable(w io.Writer, files []string) error {
 		if r.Scenario != "baseline" && r.CPU.Others >= 0 {
 			others = fmt.Sprintf("%.2f", r.CPU.Others)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), strings.Join(ratios, "; "), verdict, others)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", name, strings.Join(targets, "; "), strings.Join(measured, "; "), r.figures(), strings.Join(ratios, "; "), verdict, others)
 	}
 	return nil
+}
+
+// figures is a run's main figures for the table, whatever its targets:
+// rows of runs to compare with (no targets of their own) need them too.
+func (r *result) figures() string {
+	var f []string
+	if len(r.Steps) > 0 {
+		for _, s := range r.Steps {
+			step := s.Label + ":"
+			if s.Latency != nil {
+				step += fmt.Sprintf(" p99 %.2f ms", s.Latency.P99)
+			}
+			if rc := s.Redis; rc != nil {
+				step += fmt.Sprintf(", Redis/msg %.2f commands %.0f µs", rc.PerMessage, rc.CPUPerMessage)
+			}
+			f = append(f, step)
+		}
+		return strings.Join(f, "; ")
+	}
+	switch {
+	case r.Scenario == "ingest" && r.MessagesPerSec > 0:
+		f = append(f, fmtRate(r.MessagesPerSec)+" acked/s")
+		if r.AckLatency != nil {
+			f = append(f, fmt.Sprintf("ack p50 %.2f ms", r.AckLatency.P50))
+		}
+	case (r.Scenario == "fanout" || r.Scenario == "rooms") && r.DeliveriesPerSec > 0:
+		f = append(f, fmtRate(r.DeliveriesPerSec)+" deliveries/s")
+		if r.Latency != nil {
+			f = append(f, fmt.Sprintf("p99 %.2f ms", r.Latency.P99))
+		}
+		if cpu := serverCPUPerDelivery(r); cpu > 0 && r.Scenario == "fanout" {
+			f = append(f, fmt.Sprintf("server %.2f µs/delivery", cpu))
+		}
+	}
+	if rc := r.Redis; rc != nil {
+		f = append(f, fmt.Sprintf("Redis/msg %.2f commands %.0f µs %.2f XREAD+XRANGE", rc.PerMessage, rc.CPUPerMessage, rc.ReadsPerMessage))
+	}
+	if rc := r.RedisConns; rc != nil && rc.Samples > 0 {
+		f = append(f, fmt.Sprintf("≤ %d Redis conns", rc.Max))
+	}
+	return strings.Join(f, ", ")
 }

@@ -20,8 +20,21 @@ type scenarioFlags struct {
 	conns    int
 	hold     time.Duration
 	subsList string
+	// scale
+	roomsList   string
+	flat        float64
+	today       string
+	wantVsToday float64
+	// -vs FILE: no worse than that run, within vsTolerance
+	vs          string
+	vsTolerance float64
+	vsNameFlag  string // -vs-name
 
-	wantP99   time.Duration
+	wantP99 time.Duration
+	// wantRedisConns: the servers' Redis connections at most this.
+	wantRedisConns int
+	// wantReads: XREAD+XRANGE calls per message at most this.
+	wantReads float64
 	wantRate  float64
 	wantKB    float64
 	baseline  float64
@@ -30,19 +43,34 @@ type scenarioFlags struct {
 	baselineName string
 }
 
-// newLoad starts a load; it counts Redis commands only with -redis-commands.
-func newLoad(o *options, rdb redisClient) *load {
-	l := &load{opts: o, run: newRun(o.server)}
-	if o.redisCommands {
+// newLoad starts a load; it counts Redis commands only with -redis-commands
+// (or a target that needs them), the servers' Redis connections whenever
+// there is -redis.
+func newLoad(o *options, f *scenarioFlags, rdb redisClient) *load {
+	l := &load{opts: o, run: newRun(o.servers), conns: rdb}
+	if o.redisCommands || f.wantReads > 0 {
 		l.rdb = rdb
 	}
 	return l
 }
 
+// checkRedis adds the targets on the servers' Redis work that f asks for.
+func (res *result) checkRedis(f *scenarioFlags) {
+	res.checkRedisConns(f.wantRedisConns)
+	if f.wantReads > 0 {
+		c := check{What: "XREAD+XRANGE calls per message", Target: fmt.Sprintf("≤ %.2f", f.wantReads), Measured: "not measured (needs -redis)"}
+		if res.Redis != nil {
+			c.Measured = fmt.Sprintf("%.2f", res.Redis.ReadsPerMessage)
+			c.Pass = res.Redis.ReadsPerMessage <= f.wantReads
+		}
+		res.Checks = append(res.Checks, c)
+	}
+}
+
 // fanout: subs subscribers and pubs publishers in one room. The publishers'
 // own copies of the messages are read but not counted.
 func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
-	l := newLoad(o, rdb)
+	l := newLoad(o, f, rdb)
 	room := l.run.roomName(0)
 	res := &result{Scenario: "fanout", Params: map[string]any{"subscribers": f.subs, "publishers": f.pubs, "rate": rateParam(f.rate), "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
 	for range f.subs {
@@ -57,6 +85,14 @@ func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	res.checkNoLoss()
 	res.checkP99(f.wantP99)
 	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
+	res.checkRedis(f)
+	rateWhat := ""
+	if f.rate <= 0 { // closed loop: the rate is the figure
+		rateWhat = "deliveries/s"
+	}
+	if err := res.checkVs(f, rateWhat, deliveriesPerSec); err != nil {
+		return res, err
+	}
 	if f.baseline > 0 && len(res.Checks) > 0 {
 		// How much of Redis's bare append rate the server sustains while
 		// also delivering each message to every subscriber.
@@ -69,7 +105,7 @@ func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 // publishes rate/rooms messages per second, and every member, the publisher
 // included, checks every message of its room.
 func rooms(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
-	l := newLoad(o, rdb)
+	l := newLoad(o, f, rdb)
 	res := &result{Scenario: "rooms", Params: map[string]any{"rooms": f.rooms, "members": f.members, "rate": rateParam(f.rate), "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
 	if f.rooms < 1 || f.members < 1 {
 		return res, fmt.Errorf("rooms: -rooms and -members must be at least 1")
@@ -89,14 +125,15 @@ func rooms(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (
 	res.checkNoLoss()
 	res.checkP99(f.wantP99)
 	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
-	return res, nil
+	res.checkRedis(f)
+	return res, res.checkVs(f, "", nil)
 }
 
 // ingest: senders senders over rooms rooms (sender i in room i mod rooms),
 // each in closed loop; the figure is acknowledged sends per second. Each
 // sender also checks the messages of its room.
 func ingest(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
-	l := newLoad(o, rdb)
+	l := newLoad(o, f, rdb)
 	res := &result{Scenario: "ingest", Params: map[string]any{"senders": f.senders, "rooms": f.rooms, "window": f.window, "size": o.size, "duration": o.duration.String(), "warmup": o.warmup.String()}}
 	if f.rooms < 1 || f.senders < 1 || f.window < 1 || f.window > maxWindow {
 		return res, fmt.Errorf("ingest: -senders and -rooms must be at least 1, -window from 1 to %d", maxWindow)
@@ -109,6 +146,10 @@ func ingest(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	}
 	res.checkNoLoss()
 	res.checkMin("acked sends/s", res.MessagesPerSec, f.wantRate, "/s")
+	res.checkRedis(f)
+	if err := res.checkVs(f, "acked sends/s", messagesPerSec); err != nil {
+		return res, err
+	}
 	if f.baseline > 0 {
 		c := check{
 			What: "acked sends/s vs " + f.baselineName, Target: fmt.Sprintf("≥ %.2f × %s/s", f.wantRatio, fmtRate(f.baseline)),

@@ -78,32 +78,39 @@ type seqSeen struct {
 	max  int64 // highest sequence seen; -1 before the first
 }
 
+// pubSeen is a publisher's number and what a receiver saw of it.
+type pubSeen struct {
+	pub  int
+	seen *seqSeen
+}
+
 // tracker checks what one connection receives: every (publisher, sequence)
 // once, in each publisher's order, and the latency of each. It belongs to
 // the connection's reader goroutine; read it only after that has ended.
 type tracker struct {
-	pubs      []*seqSeen // by publisher number, made on first sight
-	unique    int64      // distinct messages received
-	measured  int64      // of those, sent after the warm-up
-	dups      int64      // received again
-	reorders  int64      // received after a later one of the same publisher
-	lat       []int64    // ns, messages sent after the warm-up
-	lastRecv  int64      // clock of the last new message
-	lastID    streamID   // stream order check
-	idRegress int64      // message IDs that did not increase
+	// pubs is what it saw of each publisher, in order of first sight: a
+	// room has a few publishers of the run's many (8,000 rooms have 8,000),
+	// so a slice indexed by publisher number would hold thousands of nils
+	// per connection.
+	pubs      []pubSeen
+	unique    int64    // distinct messages received
+	measured  int64    // of those, sent after the warm-up
+	dups      int64    // received again
+	reorders  int64    // received after a later one of the same publisher
+	lat       []int64  // ns, messages sent after the warm-up
+	lastRecv  int64    // clock of the last new message
+	lastID    streamID // stream order check
+	idRegress int64    // message IDs that did not increase
 }
 
 // record notes message (pub, seq), sent at sent and received at now; it
 // returns whether the message is new. Latencies of messages sent before
 // measureFrom are not kept (warm-up).
 func (t *tracker) record(pub int, seq, sent, now, measureFrom int64) bool {
-	for pub >= len(t.pubs) {
-		t.pubs = append(t.pubs, nil)
-	}
-	s := t.pubs[pub]
+	s := t.of(pub)
 	if s == nil {
 		s = &seqSeen{max: -1}
-		t.pubs[pub] = s
+		t.pubs = append(t.pubs, pubSeen{pub, s})
 	}
 	if s.seen.set(seq) {
 		t.dups++
@@ -123,6 +130,16 @@ func (t *tracker) record(pub int, seq, sent, now, measureFrom int64) bool {
 	return true
 }
 
+// of is what t saw of publisher pub, nil before its first message.
+func (t *tracker) of(pub int) *seqSeen {
+	for i := range t.pubs {
+		if t.pubs[i].pub == pub {
+			return t.pubs[i].seen
+		}
+	}
+	return nil
+}
+
 // order checks that stream IDs only increase on the connection.
 func (t *tracker) order(id streamID) {
 	if !t.lastID.less(id) {
@@ -134,10 +151,7 @@ func (t *tracker) order(id streamID) {
 // lost counts the messages of publisher pub that were acknowledged (stored)
 // but never received.
 func (t *tracker) lost(pub int, acked *bitset) int64 {
-	var s *seqSeen
-	if pub < len(t.pubs) {
-		s = t.pubs[pub]
-	}
+	s := t.of(pub)
 	var n int64
 	for w, word := range acked.words {
 		var seen uint64

@@ -205,17 +205,20 @@ func startMachine() machineMeter {
 	return machineMeter{start: time.Now(), busy: busy, ok: ok}
 }
 
-// meters measure the CPU of the bench, the server, its Redis (when -redis
-// names one on this machine) and the whole machine over a run.
+// meters measure the CPU of the bench, the servers, their Redis (when
+// -redis names one on this machine) and the whole machine over a run.
 type meters struct {
-	self, server, redis cpuMeter
-	machine             machineMeter
+	self, redis cpuMeter
+	servers     []cpuMeter
+	machine     machineMeter
 }
 
 func (o *options) startMeters() meters {
 	m := meters{self: startCPU("self"), machine: startMachine()}
-	if pid, err := o.serverPID(); err == nil {
-		m.server = startCPU(strconv.Itoa(pid))
+	if pids, err := o.serverPIDs(); err == nil {
+		for _, pid := range pids {
+			m.servers = append(m.servers, startCPU(strconv.Itoa(pid)))
+		}
 	}
 	if addr := redisHostPort(o.redisURL); addr != "" {
 		if pid, err := pidListening(addr); err == nil {
@@ -226,7 +229,16 @@ func (o *options) startMeters() meters {
 }
 
 func (m meters) report() cpuReport {
-	c := cpuReport{Bench: m.self.cores(), Server: m.server.cores(), Redis: m.redis.cores()}
+	c := cpuReport{Bench: m.self.cores(), Server: -1, Redis: m.redis.cores()}
+	for _, s := range m.servers {
+		cores := s.cores()
+		if cores >= 0 {
+			c.Server = max(0, c.Server) + cores
+		}
+		if len(m.servers) > 1 {
+			c.Servers = append(c.Servers, cores)
+		}
+	}
 	m.machine.report(&c)
 	return c
 }
