@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ func TestFaultRolledBackIsAnnounced(t *testing.T) {
 	if err := redistest.WaitSynced(replica.Addr); err != nil {
 		t.Fatal(err)
 	}
+	// In sync is not yet holding it: wait until the replica has the entry.
+	waitUntil(t, 30*time.Second, "the replica has the kept entry", func() bool {
+		return strings.Contains(replica.CLI(t, "XRANGE", ts.prefix+":{rb}:messages", kept, kept), kept)
+	})
 
 	replica.Pause(t)
 	primary.CLI(t, "CLIENT", "KILL", "TYPE", "replica") // the replica misses what follows
