@@ -183,6 +183,13 @@ func (grp *group) run() {
 		if id == 0 {
 			block = min(block, unblockless)
 		}
+		if err := h.checkRollbacks(h.ctx, rooms); err != nil { // rollback.go: after a primary change
+			h.log.Debug("rollback check failed; retrying", "err", err)
+			if !backoff.wait(h.ctx) {
+				return
+			}
+			continue
+		}
 		q := newTailQuery(rooms)
 		grp.id.Store(id)
 		h.stats.TailReads.Add(1)
@@ -191,6 +198,8 @@ func (grp *group) run() {
 		switch {
 		case h.ctx.Err() != nil:
 			return
+		case anySuspect(rooms):
+			continue // the primary changed during the read: check, then read again
 		case errors.Is(err, redis.Nil): // timed out, or unblocked for a change
 			grp.health.readOK()
 			backoff.reset()

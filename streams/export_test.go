@@ -16,3 +16,6 @@ const EventBuffer = eventBuffer
 
 // WithNotifyFlags is withNotifyFlags, for tests.
 var WithNotifyFlags = withNotifyFlags
+
+// SuspectAll is suspectAll, for tests: as if the primary had changed.
+func (h *Hub) SuspectAll() { h.suspectAll() }

@@ -150,6 +150,7 @@ type HubStats struct {
 	Skipped    atomic.Int64 // entries without a message field
 	Gaps       atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
 	RollBacks  atomic.Int64 // rooms found rolled back by a failover (rollback.go)
+	LostAcked  atomic.Int64 // acknowledged entries found gone before the tail read them (owed.go)
 }
 
 // NewHub returns a hub reading rooms through store. The blocking client

@@ -68,6 +68,17 @@ func (id ID) Less(o ID) bool {
 	return id.Ms < o.Ms || (id.Ms == o.Ms && id.Seq < o.Seq)
 }
 
+// Compare returns -1, 0 or +1 as id comes before, is, or comes after o.
+func (id ID) Compare(o ID) int {
+	switch {
+	case id.Less(o):
+		return -1
+	case o.Less(id):
+		return 1
+	}
+	return 0
+}
+
 // IsZero reports whether id is "0-0".
 func (id ID) IsZero() bool { return id == Zero }
 

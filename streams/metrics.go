@@ -143,6 +143,7 @@ func (h *Hub) Collectors() []prometheus.Collector {
 		counter("xroom_messages_appended_total", "Messages this process stored in Redis (duplicates of a client_id not counted).", h.store.appended.Load),
 		counter("xroom_appends_unreplicated_total", "Appends stored but refused as unavailable because WAIT did not confirm REDIS_ACK_REPLICAS replicas in time.", h.store.notReplicated.Load),
 		counter("xroom_rollbacks_total", "Rooms whose delivered entries were found gone after a primary change (a failover rolled them back); their connections got gap rolled_back.", h.stats.RollBacks.Load),
+		counter("xroom_acked_lost_total", "Acknowledged entries found gone from Redis before the tail read them (a failover with REDIS_ACK_REPLICAS=0); their senders got gap rolled_back.", h.stats.LostAcked.Load),
 		counter("xroom_catchups_total", "Reads from Redis by a connection that fell behind its room's in-memory buffer.", h.stats.CatchUps.Load),
 		counter("xroom_tail_reads_total", "XREAD commands the tail sent (one may read many rooms).", h.stats.TailReads.Load),
 		counter("xroom_tail_errors_total", "Tail reads that failed (retried with backoff).", h.stats.TailErrors.Load),

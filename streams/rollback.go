@@ -57,11 +57,15 @@ func (h *Hub) checkRollbacks(ctx context.Context, rooms []*tailedRoom) error {
 	heads := make([]ID, len(check))
 	kept := make([]*redis.XMessageSliceCmd, len(check))
 	first := make([]*redis.XMessageSliceCmd, len(check))
+	newest := make([]*redis.XMessageSliceCmd, len(check)) // for rooms that owe reads (owed.go)
 	for i, r := range check {
 		heads[i], _ = r.heads()
 		if !heads[i].IsZero() {
 			kept[i] = pipe.XRevRangeN(ctx, r.key, heads[i].String(), "-", 1)
 			first[i] = pipe.XRangeN(ctx, r.key, "-", "+", 1)
+		}
+		if r.hasOwed() {
+			newest[i] = pipe.XRevRangeN(ctx, r.key, "+", "-", 1)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -71,6 +75,13 @@ func (h *Hub) checkRollbacks(ctx context.Context, rooms []*tailedRoom) error {
 		return fmt.Errorf("check the rooms for a rollback: %w", err)
 	}
 	for i, r := range check {
+		if newest[i] != nil {
+			// Acknowledged entries newer than the newest one there: unless
+			// the next read finds them, a quiet room would never say so.
+			if gone := r.owedPast(firstID(newest[i].Val())); len(gone) > 0 {
+				h.confirmLost(r, gone)
+			}
+		}
 		if kept[i] == nil {
 			continue
 		}
@@ -103,7 +114,7 @@ func (h *Hub) rollBack(r *tailedRoom, head, survivor ID) {
 	subs := r.subs
 	r.mu.Unlock()
 	for _, s := range subs {
-		s.rolled.Store(&survivor)
+		s.tellRolledBack(rollbackNews{to: survivor})
 	}
 	h.stats.RollBacks.Add(1)
 	h.log.Warn("entries delivered from the room are gone from Redis after a primary change: its history was rolled back",
@@ -118,16 +129,48 @@ type rollbackFound struct {
 	to    ID
 }
 
+// rollbackNews is what the tail tells a subscriber of a rollback: the
+// newest entry kept, and whether the subscriber is told because an entry
+// it acknowledged is gone (owed.go) rather than entries it was sent.
+type rollbackNews struct {
+	to   ID
+	owed bool
+}
+
+// tellRolledBack leaves news for the subscriber's next Next. Of two
+// rollbacks not yet reported, the older kept entry is the one to tell.
+func (s *Subscription) tellRolledBack(news rollbackNews) {
+	for {
+		old := s.rolled.Load()
+		if old != nil {
+			if old.to.Less(news.to) {
+				news.to = old.to
+			}
+			news.owed = news.owed || old.owed
+		}
+		if s.rolled.CompareAndSwap(old, &news) {
+			return
+		}
+	}
+}
+
 // rolledBack is Next's part: when the room was rolled back below cursor
 // (this subscriber was sent entries that are gone), the cursor moves back
-// to the newest entry kept and RolledBack reports it.
-func (s *Subscription) rolledBack(cursor ID) (ID, bool) {
+// to the newest entry kept and RolledBack reports it (moved). When an entry
+// the subscriber acknowledged is gone but nothing it was sent, the cursor
+// stays and RolledBack reports it all the same.
+func (s *Subscription) rolledBack(cursor ID) (next ID, moved bool) {
 	p := s.rolled.Swap(nil)
-	if p == nil || !p.Less(cursor) {
+	switch {
+	case p == nil:
 		return cursor, false
+	case p.to.Less(cursor):
+		s.rollback = rollbackFound{found: true, to: p.to}
+		return p.to, true
+	case p.owed:
+		s.rollback = rollbackFound{found: true, to: p.to}
 	}
-	s.rollback = rollbackFound{found: true, to: *p}
-	return *p, true
+	return cursor, false
 }
 
 // RolledBack reports, once, that the last Next found the room rolled back

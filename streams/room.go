@@ -42,6 +42,9 @@ type tailedRoom struct {
 	// suspect: the primary may have changed since the room was last read;
 	// the next read checks for a rollback first (rollback.go).
 	suspect atomic.Bool
+	// owed are entries subscribers acknowledged that the tail has not read
+	// yet (owed.go), guarded by mu.
+	owed []owedRead
 
 	// The reader's bookkeeping (tail.go), guarded by tailer.mu.
 	queued  bool // waiting in the read queue
@@ -57,7 +60,7 @@ type Subscription struct {
 	gap    catchUpGap // gap.go
 	// rolled is set by the tail when the room was rolled back (rollback.go),
 	// rollback is what Next made of it, for whoever calls Next.
-	rolled   atomic.Pointer[ID]
+	rolled   atomic.Pointer[rollbackNews]
 	rollback rollbackFound
 }
 

@@ -346,8 +346,19 @@ func (h *Hub) deliver(q tailQuery, res []redis.XStream) (again []*tailedRoom) {
 		}
 		h.observeLag(read, batch)
 		r.mu.Lock()
-		r.push(batch)
+		missing := r.settle(batch)
+		if len(missing) == 0 {
+			r.push(batch)
+		}
 		r.mu.Unlock()
+		if len(missing) > 0 {
+			// Rare: a failover lost acknowledged entries. Their senders
+			// are told before the entries that came after them.
+			h.confirmLost(r, missing)
+			r.mu.Lock()
+			r.push(batch)
+			r.mu.Unlock()
+		}
 		r.notifyAll()
 	}
 	return again
