@@ -144,6 +144,18 @@ func (bl *bell) pubsub() *redis.PubSub {
 // few SUBSCRIBE and UNSUBSCRIBE commands however many rooms changed.
 func (bl *bell) control() {
 	defer bl.h.wg.Done()
+	if bl.addr != "" {
+		// A Cluster node this instance starts listening to may be a replica
+		// promoted since the start: Redis leaves out of CLUSTER SLOTS the
+		// replicas that have replicated nothing yet, so the setup may not
+		// have reached it. Its flags come before the first subscription,
+		// whose confirmation reads the room: nothing added before is missed.
+		ctx, cancel := context.WithTimeout(bl.ctx, bl.h.opt.CatchUpTimeout)
+		if err := ensureNotify(ctx, bl.client); err != nil && bl.ctx.Err() == nil {
+			bl.h.log.Warn("cannot turn on keyspace notifications on the Redis node"+bl.where()+"; its rooms are read by the sweep only", "err", err)
+		}
+		cancel()
+	}
 	for {
 		select {
 		case <-bl.ctx.Done():

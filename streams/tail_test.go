@@ -330,12 +330,8 @@ func TestWithNotifyFlags(t *testing.T) {
 func TestTailFollowsASlotMigration(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	cc := c.Client(t)
-	prefix := redistest.Prefix(t)
-	store := streams.NewStore(cc, streams.Options{Prefix: prefix})
-	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: quiet(), SweepEvery: time.Hour})
-	t.Cleanup(func() { _ = hub.Close() })
-	h := &hubEnv{env: &env{t: t, store: store, prefix: prefix}, hub: hub}
+	h := clusterHub(t, c, cc)
+	hub, store, prefix := h.hub, h.store, h.prefix
 	s := h.subscribe("mig")
 	if m := hub.Mode(); m != streams.ModeNotify {
 		t.Fatalf("mode %v on a Cluster, want notify", m)
@@ -467,4 +463,68 @@ func TestTailBufferGrowsAsNeeded(t *testing.T) {
 	if n := h.hub.Stats().CatchUps.Load(); n == 0 {
 		t.Fatal("a cursor older than the buffer was served from memory")
 	}
+}
+
+// After a CLUSTER FAILOVER the demoted node still answers, but a replica
+// publishes no keyspace notification for the writes it replicates: the
+// doorbell must move to the promoted node, and live delivery go on, with
+// no sweep to fall back on. Appends run through the failover, as a chat's
+// would, some through another instance.
+func TestTailFollowsClusterFailover(t *testing.T) {
+	c := redistest.StartClusterWithReplicas(t, 3)
+	other := c.Client(t) // another instance's appends
+	h := clusterHub(t, c, c.Client(t))
+	store, prefix := h.store, h.prefix
+	s := h.subscribe("cfo")
+	key := prefix + ":{cfo}:messages"
+	others := streams.NewStore(other, streams.Options{Prefix: prefix})
+
+	var mu sync.Mutex
+	var last streams.ID
+	stop, sent := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sent)
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			st := store
+			if k%2 == 1 {
+				st = others
+			}
+			m := streams.Message{User: "u", Text: strconv.Itoa(k), ClientID: "c" + strconv.Itoa(k)}
+			if id, _, err := st.Append(context.Background(), "cfo", m); err == nil {
+				mu.Lock()
+				if last.Less(id) {
+					last = id
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	var replica string
+	eventually(t, "the room's primary has a replica", func() bool { _, replica = c.PrimaryOf(t, key); return replica != "" })
+	c.Node(t, replica).CLI(t, "CLUSTER", "FAILOVER")
+	eventually(t, "the replica promoted", func() bool { return redistest.IsPrimary(replica) })
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-sent
+	mu.Lock()
+	want := last
+	mu.Unlock()
+	s.readUntil(want, 1000)
+}
+
+// clusterHub is a hub tailing Cluster c through cc, with no sweep to
+// hide a silent doorbell.
+func clusterHub(t *testing.T, c *redistest.Cluster, cc *redis.ClusterClient) *hubEnv {
+	prefix := redistest.Prefix(t)
+	store := streams.NewStore(cc, streams.Options{Prefix: prefix})
+	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: quiet(), SweepEvery: time.Hour})
+	t.Cleanup(func() { _ = hub.Close() })
+	return &hubEnv{env: &env{t: t, store: store, prefix: prefix}, hub: hub}
 }
