@@ -263,9 +263,10 @@ func checkAcked(t *testing.T, stream []fframe, acked map[string]string) {
 // until stopped: the traffic the fault tests inject faults into.
 type load struct {
 	mu       sync.Mutex
-	acked    map[string]string // client_id -> acked ID
-	ackedAt  []time.Time       // when each ack came, in order
-	refused  int               // error frames before acks
+	acked    map[string]string    // client_id -> acked ID
+	ackedAt  []time.Time          // when each ack came, in order
+	ackTime  map[string]time.Time // acked ID -> when its ack came
+	refused  int                  // error frames before acks
 	wg       sync.WaitGroup
 	failures chan error
 	progress chan struct{} // one per ack
@@ -273,7 +274,7 @@ type load struct {
 }
 
 func newLoad() *load {
-	return &load{acked: map[string]string{}, failures: make(chan error, 100), progress: make(chan struct{}, 100000), stop: make(chan struct{})}
+	return &load{acked: map[string]string{}, ackTime: map[string]time.Time{}, failures: make(chan error, 100), progress: make(chan struct{}, 100000), stop: make(chan struct{})}
 }
 
 // send starts c sending; reconnect (may be nil) gives it a new connection
@@ -297,6 +298,7 @@ func (l *load) send(c *peer, reconnect func() error) {
 			l.mu.Lock()
 			l.acked[cid] = id
 			l.ackedAt = append(l.ackedAt, time.Now())
+			l.ackTime[id] = time.Now()
 			l.refused += n
 			l.mu.Unlock()
 			l.progress <- struct{}{}
