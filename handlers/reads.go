@@ -94,13 +94,20 @@ func (s *session) markRead(data []byte) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 	defer cancel()
-	pos, _, err := s.srv.hub.Store().MarkRead(ctx, s.room, s.user, id, s.reads.conn)
+	pos, _, err := s.srv.hub.Store().MarkRead(ctx, s.room, s.user, id, s.srv.readEvent(s.reads.conn))
 	if err != nil {
 		s.log.Warn("read position not stored", "err", err)
 		s.queueError(&refusal{code: codeUnavailable, message: "the read position was not stored; send it again"})
 		return
 	}
 	s.reads.marked = pos
+}
+
+// readEvent is how a mark by conn ("" over HTTP) is announced: not in a
+// room too big for presence events (PRESENCE_MAX_MEMBERS), for the same
+// reason.
+func (s *Server) readEvent(conn string) streams.ReadEvent {
+	return streams.ReadEvent{Conn: conn, MaxMembers: s.presence.Options().MaxMembers}
 }
 
 // readRoutes adds the read-position and unread routes to the API group.
@@ -127,7 +134,7 @@ func (s *Server) markReadAPI(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
-	if _, _, err := s.hub.Store().MarkRead(ctx, c.Params("room"), user, id, ""); err != nil {
+	if _, _, err := s.hub.Store().MarkRead(ctx, c.Params("room"), user, id, s.readEvent("")); err != nil {
 		return s.unavailable(c, err)
 	}
 	return c.SendStatus(fiber.StatusNoContent)

@@ -69,10 +69,12 @@ end
 // markReadScript moves a user's read position forward, never back, and no
 // further than the room's newest entry (a position past it is clamped
 // there: later messages are unread). When it moved, it adds a read event to
-// the room's events stream, for the user's other connections. A room with
-// no entries has nothing to read: nothing is stored.
-// KEYS: reads, messages, events. ARGV: user, id (canonical), connection
-// ("" for none), events MAXLEN, least events TTL in ms.
+// the room's events stream, for the user's other connections, unless the
+// room has more present users than ARGV[6] (0: no limit). A room with no
+// entries has nothing to read: nothing is stored.
+// KEYS: reads, messages, events, presence users. ARGV: user, id
+// (canonical), connection ("" for none), events MAXLEN, least events TTL in
+// ms, most present users for an event.
 // Returns {1, position} when it moved, {0, current position or ""} when not.
 var markReadScript = redis.NewScript(compareIDsLua + `
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -83,6 +85,10 @@ if less(newest[1][1], want) then want = newest[1][1] end
 if cur and not less(cur, want) then return {0, cur} end
 if not cur and want == '0-0' then return {0, ''} end
 redis.call('HSET', KEYS[1], ARGV[1], want)
+if ARGV[6] ~= '0' then
+  local users = redis.pcall('HLEN', KEYS[4])
+  if type(users) == 'number' and users > tonumber(ARGV[6]) then return {1, want} end
+end
 -- The event is best effort: the position is what counts (a hand-made
 -- events key of another type must not fail the mark).
 local ev = {'XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'read', 'user', ARGV[1], 'id', want}
@@ -97,16 +103,27 @@ end
 return {1, want}
 `)
 
+// ReadEvent says how a mark is announced to the user's other connections.
+type ReadEvent struct {
+	// Conn names the connection that marked (Event.Conn), so that it can
+	// skip its own event; "" over HTTP.
+	Conn string
+	// MaxMembers: in a room with more present users than this, no event is
+	// written, as for presence events (each goes to every connection in the
+	// room, and every reader marks every message: N² wake-ups); 0: no limit.
+	MaxMembers int
+}
+
 // MarkRead moves user's read position in room forward to id: the newest
 // entry the user has seen. It never moves back (an older id changes
 // nothing), and an id past the room's newest entry is taken as that entry.
 // It returns the position now stored and whether it moved. When it moved,
-// the user's other connections in the room get a read event (Event.Conn is
-// conn, so the connection that marked it can skip its own; "" over HTTP).
-// It also records the room in the user's room index (see Unread).
-func (s *Store) MarkRead(ctx context.Context, room, user string, id ID, conn string) (pos ID, moved bool, err error) {
-	keys := []string{s.keys.Reads(room), s.keys.Messages(room), s.keys.Events(room)}
-	args := []any{user, id.String(), conn, EventsMaxLen, readEventTTL.Milliseconds()}
+// the user's other connections in the room get a read event (see
+// ReadEvent). It also records the room in the user's room index (see
+// Unread).
+func (s *Store) MarkRead(ctx context.Context, room, user string, id ID, ev ReadEvent) (pos ID, moved bool, err error) {
+	keys := []string{s.keys.Reads(room), s.keys.Messages(room), s.keys.Events(room), s.keys.PresenceUsers(room)}
+	args := []any{user, id.String(), ev.Conn, EventsMaxLen, readEventTTL.Milliseconds(), max(ev.MaxMembers, 0)}
 	res, err := s.runScript(ctx, markReadScript, keys, args, func(pipe redis.Pipeliner) {
 		s.queueUserRooms(ctx, pipe, user, time.Now(), room) // advisory: another slot on a Cluster
 	})

@@ -16,7 +16,7 @@ import (
 
 func (e *env) markRead(room, user string, id streams.ID, conn string) (streams.ID, bool) {
 	e.t.Helper()
-	pos, moved, err := e.store.MarkRead(ctx10(e.t), room, user, id, conn)
+	pos, moved, err := e.store.MarkRead(ctx10(e.t), room, user, id, streams.ReadEvent{Conn: conn})
 	if err != nil {
 		e.t.Fatalf("MarkRead(%s, %s, %s): %v", room, user, id, err)
 	}
@@ -385,5 +385,30 @@ func TestReadEventsReachSubscribers(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no read event")
 		}
+	}
+}
+
+// In a room with more present users than ReadEvent.MaxMembers the position
+// moves but no read event is written, as for presence events.
+func TestMarkReadWritesNoEventInAHugeRoom(t *testing.T) {
+	e := newEnv(t, streams.Options{})
+	ids := e.addN("big", "bob", 2)
+	e.rdb.HSet(ctx10(t), e.prefix+":{big}:presence:users", "u1", 1, "u2", 1, "u3", 1)
+	mark := func(id streams.ID, max int) {
+		t.Helper()
+		if _, moved, err := e.store.MarkRead(ctx10(t), "big", "alice", id, streams.ReadEvent{Conn: "c", MaxMembers: max}); err != nil || !moved {
+			t.Fatalf("mark %s: moved=%v %v", id, moved, err)
+		}
+	}
+	mark(ids[0], 2)
+	if got := e.readEvents("big"); len(got) != 0 {
+		t.Fatalf("3 present users, at most 2 for events: %q", got)
+	}
+	mark(ids[1], 3)
+	if got := e.readEvents("big"); len(got) != 1 {
+		t.Fatalf("3 present users, at most 3: %q, want one event", got)
+	}
+	if got := e.readHash("big")["alice"]; got != ids[1].String() {
+		t.Fatalf("position %s", got)
 	}
 }
