@@ -227,6 +227,10 @@ func TestUnreadAPI(t *testing.T) {
 	if code := do(t, "GET", ts.base+"/api/users/"+url.PathEscape("zoë the 🦊")+"/unread", "", "", &u); code != 200 || u.String() != "lobby:0" {
 		t.Fatalf("zoë: %d %s", code, u)
 	}
+	ts.append("lobby", "100%", 1) // a '%' in the name is unescaped once, not twice
+	if code := do(t, "GET", ts.base+"/api/users/"+url.PathEscape("100%")+"/unread", "", "", &u); code != 200 || u.String() != "lobby:1" {
+		t.Fatalf("100%%: %d %s, want zoë's message unread", code, u)
+	}
 	var e apiErr
 	if code := do(t, "GET", ts.base+"/api/users/"+strings.Repeat("x", 33)+"/unread", "", "", &e); code != 400 || e.Error.Code != "bad_user" {
 		t.Fatalf("a long name: %d %+v", code, e)

@@ -1061,6 +1061,7 @@ function initReads() {
   }).observe(ui.log, { childList: true });
   document.addEventListener("visibilitychange", markVisible);
   window.addEventListener("scroll", markVisible, { passive: true }); // the log scrolled into the window
+  ui.log.addEventListener("scroll", markVisible, { passive: true }); // a row taller than the log crosses no threshold
   ui.user.addEventListener("change", () => !session && loadUnread());
 }
 
