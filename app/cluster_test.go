@@ -105,6 +105,7 @@ func TestRunOnRedisCluster(t *testing.T) {
 			t.Fatalf("%s: %d events, want the joins", room, n)
 		}
 	}
+	checkReadsOnCluster(t, cc, r.base, rooms, lastIDs) // reads_cluster_test.go
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}

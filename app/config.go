@@ -46,6 +46,7 @@ type config struct {
 	PresenceTTL         time.Duration
 	PresenceHeartbeat   time.Duration
 	PresenceMaxMembers  int
+	UnreadCap           int // UNREAD_CAP: unread counts are exact up to it
 	LogLevel            slog.Level
 	LogFormat           string
 	PprofAddr           string
@@ -59,6 +60,9 @@ const (
 	// maxAckTimeout keeps WAIT inside go-redis's 3 s read timeout and the
 	// server's 5 s bound on an append.
 	maxAckTimeout = 2 * time.Second
+	// maxUnreadCap bounds the entries one room's unread count reads in
+	// Redis (cap+1): a badge needs no exact count in the thousands.
+	maxUnreadCap = 1000
 )
 
 // withDotEnv returns a getenv that falls back to the .env file (ENV_FILE,
@@ -166,6 +170,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PresenceTTL:         r.duration("PRESENCE_TTL", 30*time.Second, time.Second),
 		PresenceHeartbeat:   r.duration("PRESENCE_HEARTBEAT", 10*time.Second, 100*time.Millisecond),
 		PresenceMaxMembers:  int(r.integer("PRESENCE_MAX_MEMBERS", 1000, 1, 1000000)),
+		UnreadCap:           int(r.integer("UNREAD_CAP", streams.DefaultUnreadCap, 1, maxUnreadCap)),
 		LogFormat:           r.str("LOG_FORMAT", "text"),
 		PprofAddr:           r.str("PPROF_ADDR", ""),
 	}

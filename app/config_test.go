@@ -47,6 +47,7 @@ func TestConfigDefaults(t *testing.T) {
 		PresenceTTL:        30 * time.Second,
 		PresenceHeartbeat:  10 * time.Second,
 		PresenceMaxMembers: 1000,
+		UnreadCap:          100,
 		LogLevel:           slog.LevelInfo,
 		LogFormat:          "text",
 		Limits:             handlers.Limits{Rate: 10, Burst: 20, UserRate: 20, UserBurst: 40, MaxConnsPerIP: 256, MaxReplay: 100000},
@@ -79,6 +80,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"PRESENCE_TTL":          "45s",
 		"PRESENCE_HEARTBEAT":    "15s",
 		"PRESENCE_MAX_MEMBERS":  "200",
+		"UNREAD_CAP":            "25",
 		"LOG_LEVEL":             "debug",
 		"LOG_FORMAT":            "json",
 		"AUTH_SECRET":           "0123456789abcdef0123456789abcdef",
@@ -122,6 +124,7 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		PresenceTTL:         45 * time.Second,
 		PresenceHeartbeat:   15 * time.Second,
 		PresenceMaxMembers:  200,
+		UnreadCap:           25,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 		AuthSecret:          "0123456789abcdef0123456789abcdef",
@@ -189,6 +192,8 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"PRESENCE_HEARTBEAT": "30s"}, "PRESENCE_HEARTBEAT"},                      // not below the default TTL
 		{map[string]string{"PRESENCE_TTL": "5s", "PRESENCE_HEARTBEAT": "5s"}, "PRESENCE_HEARTBEAT"}, // equal to the TTL
 		{map[string]string{"PRESENCE_MAX_MEMBERS": "0"}, "PRESENCE_MAX_MEMBERS"},
+		{map[string]string{"UNREAD_CAP": "0"}, "UNREAD_CAP"},
+		{map[string]string{"UNREAD_CAP": "1001"}, "UNREAD_CAP"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{map[string]string{"PPROF_ADDR": ":6060"}, "PPROF_ADDR"}, // every interface: not loopback

@@ -109,6 +109,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		PresenceTTL:        cfg.PresenceTTL,
 		PresenceHeartbeat:  cfg.PresenceHeartbeat,
 		PresenceMaxMembers: cfg.PresenceMaxMembers,
+		UnreadCap:          cfg.UnreadCap,
 		Metrics:            metrics,
 		HeaderTimeout:      cfg.HeaderTimeout,
 		IdleTimeout:        cfg.IdleTimeout,

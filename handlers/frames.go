@@ -105,6 +105,9 @@ func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 	if f.Type != nil && *f.Type == "typing" {
 		return m, typingFrame // presence.go
 	}
+	if f.Type != nil && *f.Type == "read" {
+		return m, readFrame // reads.go
+	}
 	if f.Type != nil && *f.Type != "message" {
 		r := &refusal{code: codeUnknownType, message: fmt.Sprintf("unknown frame type %.40q; send {\"type\": \"message\", \"message\": \"...\"}", *f.Type)}
 		if ValidClientID(m.ClientID) { // an invalid one is not echoed, as for bad_client_id

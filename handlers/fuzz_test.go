@@ -36,8 +36,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, bad := decodeFrame(data, fuzzMaxBytes)
-		if bad == typingFrame {
-			return // {"type":"typing"}: passed on, neither stored nor refused
+		if bad == typingFrame || bad == readFrame {
+			return // {"type":"typing"} or "read": passed on, neither stored nor refused
 		}
 		if bad != nil {
 			if !refusalCodes[bad.code] || bad.message == "" {

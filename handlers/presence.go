@@ -47,6 +47,9 @@ type snapshotFrame struct {
 // EncodeEvent is the streams.EventEncoder of presence frames: the hub calls
 // it once per event and every xroom.v1 connection sends the result.
 func EncodeEvent(room string, ev *streams.Event) []byte {
+	if ev.Type == streams.EventRead {
+		return encodeRead(room, ev) // reads.go
+	}
 	return encode(presenceFrame{Type: "presence", Room: room, Event: ev.Type, User: ev.User})
 }
 
@@ -99,8 +102,9 @@ func (s *session) snapshot() []byte {
 	return encode(snapshotFrame{Type: "presence", Room: s.room, Event: "snapshot", Members: membersJSON(users), Partial: partial})
 }
 
-// writeEvents writes the presence events that arrived since the last pass,
-// except the user's own typing. Only the xroom dialect gets them.
+// writeEvents writes the presence and read events that arrived since the
+// last pass and are for this connection (see forMe). Only the xroom
+// dialect gets them.
 func (s *session) writeEvents() error {
 	if s.compat {
 		return nil
@@ -110,7 +114,7 @@ func (s *session) writeEvents() error {
 		evs, seq := s.sub.Events(s.evSeq, local[:0])
 		s.evSeq = seq
 		for _, ev := range evs {
-			if ev.Frame == nil || ev.Type == streams.EventTyping && ev.User == s.user {
+			if ev.Frame == nil || !s.forMe(ev) {
 				continue
 			}
 			if err := s.writeText(ev.Frame); err != nil {
@@ -121,6 +125,18 @@ func (s *session) writeEvents() error {
 			return nil
 		}
 	}
+}
+
+// forMe tells whether an event is for this connection: not the user's own
+// typing; a read event only on the same user's other connections.
+func (s *session) forMe(ev *streams.Event) bool {
+	switch ev.Type {
+	case streams.EventTyping:
+		return ev.User != s.user
+	case streams.EventRead:
+		return ev.User == s.user && ev.Conn != s.reads.conn
+	}
+	return true
 }
 
 // typing passes on {"type":"typing"}, at most once per typingEvery; never

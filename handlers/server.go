@@ -43,6 +43,9 @@ type Config struct {
 	// PresenceTTL, PresenceHeartbeat and PresenceMaxMembers: see streams.PresenceOptions (0 = defaults).
 	PresenceTTL, PresenceHeartbeat time.Duration
 	PresenceMaxMembers             int
+	// UnreadCap: unread counts are exact up to it, "more" above (UNREAD_CAP;
+	// 0: streams.DefaultUnreadCap).
+	UnreadCap int
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
 	// HeaderTimeout and IdleTimeout bound silent HTTP connections (edge.go;
@@ -101,6 +104,9 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.UnreadCap <= 0 {
+		cfg.UnreadCap = streams.DefaultUnreadCap
+	}
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
@@ -133,6 +139,7 @@ func (s *Server) App() *fiber.App {
 	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
 	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
+	s.readRoutes(api) // reads.go
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
@@ -192,6 +199,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		user:    c.Locals("user").(string),
 		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
+		reads:   readState{conn: streams.RandomName(8)},
 	}
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()

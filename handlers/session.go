@@ -72,6 +72,7 @@ type session struct {
 	member  string // presence member "user:connid" (presence.go)
 	// lastTyping is when the reader last passed on a typing frame (unix ns).
 	lastTyping int64
+	reads      readState // the connection's name in read events, its last mark (reads.go)
 	// ctx ends with the session: Redis reads made for it stop then too.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -293,28 +294,6 @@ func (s *session) queue(frame []byte) {
 
 func (s *session) queueError(r *refusal) {
 	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID, RetryAfterMs: r.retryAfterMs}))
-}
-
-// handle stores one client frame, answering with an ack or an error frame.
-func (s *session) handle(data []byte) {
-	if s.tokenExpired() {
-		return
-	}
-	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
-	if bad == typingFrame {
-		s.typing()
-		return
-	}
-	if bad != nil {
-		s.submit(outgoing{refusal: bad})
-		return
-	}
-	if r := s.srv.guard.allowMessage(&s.rate, s.user, m.ClientID); r != nil {
-		s.submit(outgoing{refusal: r})
-		return
-	}
-	m.User = s.user
-	s.submit(outgoing{m: m}) // appends.go: stored in order, the reader reads on
 }
 
 // startPings pings the client every PingPeriod, from a timer rather than a

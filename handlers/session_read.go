@@ -32,6 +32,32 @@ func (s *session) readLoop() {
 	}
 }
 
+// handle stores one client frame, answering with an ack or an error frame.
+func (s *session) handle(data []byte) {
+	if s.tokenExpired() {
+		return
+	}
+	m, bad := decodeFrame(data, s.srv.cfg.MaxMessageBytes)
+	switch bad {
+	case typingFrame:
+		s.typing()
+		return
+	case readFrame:
+		s.markRead(data) // reads.go
+		return
+	}
+	if bad != nil {
+		s.submit(outgoing{refusal: bad})
+		return
+	}
+	if r := s.srv.guard.allowMessage(&s.rate, s.user, m.ClientID); r != nil {
+		s.submit(outgoing{refusal: r})
+		return
+	}
+	m.User = s.user
+	s.submit(outgoing{m: m}) // appends.go: stored in order, the reader reads on
+}
+
 // answerPing has the writer send a pong with the ping's payload; only the
 // newest ping waiting is answered, as RFC 6455 (5.5.3) allows.
 func (s *session) answerPing(payload []byte) {

@@ -9,6 +9,9 @@ import {
   savedOutbox, shouldSendTyping,
   sortedMembers, titleFor, tokenFromSearch, tokenSubject, apiHeaders, typingText, utf8Length, TYPING_SHOW_MS,
 } from "./logic.js";
+import {
+  ReadMarker, badgeText, firstUnread, lobbyRooms, readUrl, unreadAfter, unreadByRoom, unreadUrl,
+} from "./logic.js";
 
 const SUBPROTOCOL = "xroom.v1";
 const USER_KEY = "xroom.user";
@@ -151,10 +154,11 @@ function join(room, user) {
   }
   leave(false);
   session = newSession(room, user);
+  startReads(session);
   ui.log.replaceChildren();
   ui.chatTitle.textContent = `Messages in ${room}`;
   updateTitle(session);
-  ui.leave.hidden = false;
+  showRoom(room);
   ui.text.disabled = ui.send.disabled = false;
   ui.text.placeholder = `Message ${room}`;
   ui.members.hidden = false;
@@ -188,9 +192,10 @@ function leave(byUser = true) {
     q.delete("room");
     history.replaceState(null, "", location.pathname + (q.size ? "?" + q : ""));
   }
+  stopReads(s);
   document.title = titleFor(null, 0);
   ui.chatTitle.textContent = "Messages";
-  ui.leave.hidden = true;
+  showLobby();
   ui.text.disabled = ui.send.disabled = true;
   ui.text.placeholder = "Join a room to chat";
   ui.members.hidden = true;
@@ -320,6 +325,7 @@ function handleFrame(s, conn, f) {
     case "gap": return onGap(s, f);
     case "error": return onError(s, conn, f);
     case "presence": return onPresence(s, f);
+    case "read": return onRead(s, f);
     default: return; // the server may add frame types
   }
 }
@@ -365,6 +371,7 @@ function onReady(s, conn, f) {
   if (!s.oldestId) s.historyDone = true; // an empty room: nothing older either
   showOlderState(s);
   fillLog(s);
+  readsReady(s); // the history is in: the divider goes in, marking starts
   loadRooms(); // a room just started shows up in the lobby
 }
 
@@ -742,6 +749,7 @@ async function loadRooms() {
     if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
     lastRooms = Array.isArray(body?.rooms) ? body.rooms : [];
     renderRooms();
+    loadUnread();
   } catch (err) {
     if (err.name === "AbortError") return;
     showRoomsNote(`Could not load rooms (${err.message}).`);
@@ -755,9 +763,7 @@ function showRoomsNote(text) {
 
 function renderRooms() {
   const now = Date.now();
-  const items = lastRooms
-    .filter((r) => r && isValidRoom(r.room))
-    .slice(0, ROOMS_SHOWN)
+  const items = lobbyRooms(lastRooms, unreadRooms, ROOMS_SHOWN)
     .map((r) => {
       const b = el("button", "room-link");
       b.type = "button";
@@ -776,6 +782,7 @@ function renderRooms() {
   ui.roomsList.replaceChildren(...items);
   showRoomsNote(items.length ? "" : "No rooms yet: join one to start it.");
   markCurrentRoom();
+  renderBadges();
 }
 
 function markCurrentRoom() {
@@ -783,6 +790,279 @@ function markCurrentRoom() {
     if (session && b.dataset.room === session.room) b.setAttribute("aria-current", "true");
     else b.removeAttribute("aria-current");
   }
+}
+
+// ---- the joined room is the page's focus ---------------------------------
+// In a room, the join form folds away and the room (its name, Leave, the
+// log and the message box) takes the top of the page; on a phone the chat
+// fits the screen below the header, so the message box is in view.
+
+const layout = { bar: document.querySelector(".bar"), roomBar: $("room-bar"), roomName: $("room-name") };
+
+function showRoom(room) {
+  ui.join.hidden = true;
+  layout.roomName.textContent = room;
+  layout.roomBar.hidden = false;
+  document.body.classList.add("in-room");
+  window.scrollTo(0, 0);
+}
+
+function showLobby() {
+  layout.roomBar.hidden = true;
+  ui.join.hidden = false;
+  document.body.classList.remove("in-room");
+}
+
+// The chat's height leaves room for the sticky header, whose height
+// changes when its line wraps (a narrow screen, a long status).
+function initLayout() {
+  const setBarHeight = () => document.documentElement.style.setProperty("--bar-h", `${layout.bar.offsetHeight}px`);
+  setBarHeight();
+  new ResizeObserver(setBarHeight).observe(layout.bar);
+}
+
+// ---- read positions and unread badges ------------------------------------
+// The server keeps how far each person has read in each room (a stream ID).
+// The page marks read what has been in view (at most once a second, while
+// the tab is visible), puts a "new messages" divider where the unread part
+// began when a room opens, and badges the lobby's rooms with their unread
+// counts. A read frame (the same person reading on another device) moves
+// the position here too: the divider, the title count and the badge clear.
+
+const UNREAD_ROOMS = 100; // rooms asked for in one unread request
+const SEEN_RATIO = 0.5; // how much of a message must be in view to count as read
+let unreadRooms = new Map(); // room -> {unread, more, lastRead, lastId}, from the server
+let unreadFetch = null;
+let badgesTimer = 0;
+const inView = new Set(); // message rows the IntersectionObserver last saw in the log's view
+
+// Whose unread counts the lobby shows: the joined name, the token's, or the form's.
+function readerName() {
+  if (session) return session.user;
+  if (TOKEN_USER) return TOKEN_USER;
+  const u = normalizeUser(ui.user.value);
+  return isValidUser(u) ? u : null;
+}
+
+// The log's stored messages, in order, as [{id, own}].
+function logRows() {
+  return [...ui.log.querySelectorAll(":scope > .msg[data-id]")].map((r) => ({ id: r.dataset.id, own: r.classList.contains("own") }));
+}
+
+function startReads(s) {
+  s.reads = {
+    marker: new ReadMarker(),
+    from: undefined, // the position when the room opened: undefined until known, null for none
+    ready: false,    // the history is in
+    placed: false,   // the divider was placed (or found nothing unread)
+    divider: null,
+    timer: 0,
+  };
+  fetchReadPosition(s);
+}
+
+async function fetchReadPosition(s) {
+  let from = null;
+  try {
+    const res = await fetch(readUrl(s.room, s.user), { headers: apiHeaders(TOKEN) });
+    const body = await res.json().catch(() => null);
+    const r = res.ok && Array.isArray(body?.reads) ? body.reads[0] : null;
+    if (r && isValidId(r.id)) from = r.id;
+  } catch {
+    // no divider this time; marking goes on
+  }
+  if (session !== s) return;
+  s.reads.from = from;
+  s.reads.marker.known(from);
+  placeDivider(s);
+  markVisible();
+}
+
+function readsReady(s) {
+  s.reads.ready = true;
+  placeDivider(s);
+  markVisible();
+}
+
+// Once per room opening, when both the history and the position are in:
+// the divider goes above the first unread message, scrolled into view.
+function placeDivider(s) {
+  const r = s.reads;
+  if (session !== s || r.placed || !r.ready || r.from === undefined) return;
+  r.placed = true;
+  const id = firstUnread(logRows(), r.from);
+  const row = id && ui.log.querySelector(`:scope > .msg[data-id="${id}"]`);
+  if (!row) return;
+  r.divider = el("div", "divider", "New messages");
+  r.divider.setAttribute("role", "separator");
+  r.divider.dataset.first = id;
+  ui.log.insertBefore(r.divider, row);
+  ui.log.scrollTop = Math.max(0, r.divider.offsetTop - 8);
+}
+
+// The part of the log the person can see: inside the window, below the
+// sticky header (a phone may have scrolled the page down to the lobby).
+function logView() {
+  const l = ui.log.getBoundingClientRect();
+  const top = Math.max(l.top, layout.bar.getBoundingClientRect().bottom, 0);
+  const bottom = Math.min(l.bottom, window.innerHeight);
+  return { top, bottom, height: Math.max(0, bottom - top) };
+}
+
+// Whether row is in view in the log enough to have been read.
+function seenInLog(row, view) {
+  const b = row.getBoundingClientRect();
+  const shown = Math.min(b.bottom, view.bottom) - Math.max(b.top, view.top);
+  return shown > 0 && shown >= Math.min(b.height, view.height) * SEEN_RATIO;
+}
+
+// Marks read the newest message in view (held until the room's history
+// and position are known, and while the tab is hidden).
+function markVisible() {
+  const s = session;
+  const r = s?.reads;
+  if (!r || !r.ready || r.from === undefined || document.hidden) return;
+  const view = logView();
+  let newest = null;
+  for (const row of inView) {
+    const id = row.dataset.id;
+    if (!isValidId(id) || row.parentNode !== ui.log || !seenInLog(row, view)) continue;
+    if (!newest || compareIds(id, newest) > 0) newest = id;
+  }
+  if (newest) r.marker.seen(newest);
+  flushRead(s);
+}
+
+function flushRead(s) {
+  const r = s.reads;
+  if (session !== s || r.timer) return;
+  const { id, wait } = r.marker.take(Date.now());
+  if (id) sendRead(s, id);
+  if (wait) {
+    r.timer = setTimeout(() => {
+      r.timer = 0;
+      flushRead(s);
+    }, wait);
+  }
+  scheduleBadges();
+}
+
+// Tells the server: on the socket when it is up, else over HTTP.
+function sendRead(s, id) {
+  const ws = s.conn?.ws;
+  if (ws && s.conn.ready && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ type: "read", id }));
+    return Promise.resolve();
+  }
+  return fetch(readUrl(s.room, s.user), {
+    method: "POST",
+    headers: { ...apiHeaders(TOKEN), "Content-Type": "application/json" },
+    body: JSON.stringify({ id }),
+  }).catch(() => {});
+}
+
+// The same person read on another device.
+function onRead(s, f) {
+  if (!isValidId(f.id) || !s.reads) return;
+  s.reads.marker.known(f.id);
+  const d = s.reads.divider;
+  if (d && compareIds(f.id, d.dataset.first) >= 0) {
+    d.remove();
+    s.reads.divider = null;
+  }
+  const left = unreadAfter(logRows(), f.id);
+  if (s.unread > left) {
+    s.unread = left;
+    updateTitle(s);
+  }
+  scheduleBadges();
+}
+
+// Leaving: what was seen and not yet marked goes out now, and the room's
+// badge in the lobby starts from what the page knows.
+function stopReads(s) {
+  const r = s.reads;
+  if (!r) return;
+  clearTimeout(r.timer);
+  const { id } = r.marker.take(Infinity);
+  const sent = id ? sendRead(s, id) : Promise.resolve();
+  if (r.marker.pos) {
+    const u = unreadRooms.get(s.room);
+    unreadRooms.set(s.room, { ...u, unread: unreadAfter(logRows(), r.marker.pos), more: false });
+  }
+  sent.finally(loadUnread);
+}
+
+async function loadUnread() {
+  unreadFetch?.abort();
+  const user = readerName();
+  if (!user) return;
+  const ctl = (unreadFetch = new AbortController());
+  try {
+    const res = await fetch(unreadUrl(user, UNREAD_ROOMS), { headers: apiHeaders(TOKEN), signal: ctl.signal });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) return; // keep the last counts
+    unreadRooms = unreadByRoom(body);
+  } catch {
+    return; // aborted, or offline: keep the last counts
+  }
+  renderRooms();
+}
+
+function scheduleBadges() {
+  if (!badgesTimer) badgesTimer = setTimeout(() => {
+    badgesTimer = 0;
+    renderBadges();
+  }, 100);
+}
+
+// Each room button's badge: the server's count, or for the joined room
+// what the page itself knows (messages after the position, not your own).
+function renderBadges() {
+  for (const b of ui.roomsList.querySelectorAll("button[data-room]")) {
+    const room = b.dataset.room;
+    let u = unreadRooms.get(room);
+    const pos = session?.room === room ? session.reads?.marker.pos : null;
+    if (pos) u = { unread: unreadAfter(logRows(), pos), more: false };
+    const text = badgeText(u?.unread, u?.more);
+    let badge = b.querySelector(".room-badge");
+    if (!text) {
+      badge?.remove();
+      continue;
+    }
+    if (!badge) {
+      badge = el("span", "room-badge");
+      b.append(badge);
+    }
+    badge.replaceChildren(text, el("span", "visually-hidden", " unread"));
+  }
+}
+
+function initReads() {
+  const seen = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) inView.add(e.target);
+      else inView.delete(e.target);
+    }
+    markVisible();
+  }, { root: ui.log, threshold: [0, SEEN_RATIO, 1] });
+  // Every message row the log gets is watched, whoever adds it.
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      for (const n of c.addedNodes) if (n.classList?.contains("msg")) seen.observe(n);
+      for (const n of c.removedNodes) {
+        if (n.classList?.contains("msg")) {
+          seen.unobserve(n);
+          inView.delete(n);
+        }
+      }
+    }
+    scheduleBadges();
+  }).observe(ui.log, { childList: true });
+  document.addEventListener("visibilitychange", markVisible);
+  window.addEventListener("scroll", markVisible, { passive: true }); // the log scrolled into the window
+  ui.log.addEventListener("scroll", markVisible, { passive: true }); // a row taller than the log crosses no threshold
+  ui.user.addEventListener("change", () => !session && loadUnread());
 }
 
 // ---- wiring ------------------------------------------------------------
@@ -806,7 +1086,10 @@ function init() {
     ui.user.value = TOKEN_USER;
     ui.user.readOnly = true;
     ui.user.title = "the name in your sign-in token";
+    $("user-hint").hidden = false;
   }
+  initLayout();
+  initReads();
   ui.join.addEventListener("submit", (e) => {
     e.preventDefault();
     submitJoin();

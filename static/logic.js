@@ -467,3 +467,131 @@ export class Outbox {
 export function isNewId(id, lastId) {
   return isValidId(id) && (!lastId || compareIds(id, lastId) > 0);
 }
+
+// ---- read positions and unread badges ---------------------------------
+
+/** The most often the page marks a room read: at most once a second. */
+export const READ_MARK_MS = 1000;
+
+/** The HTTP path of a user's unread counts (GET /api/users/{user}/unread). */
+export function unreadUrl(user, limit) {
+  return `/api/users/${encodeURIComponent(user)}/unread?limit=${limit}`;
+}
+
+/** The HTTP path of one user's read position in a room (GET), or of marking it (POST). */
+export function readUrl(room, user) {
+  return `/api/rooms/${encodeURIComponent(room)}/read?${new URLSearchParams({ user })}`;
+}
+
+/**
+ * The unread answer as a Map room -> {unread, more, lastRead, lastId};
+ * malformed entries are left out.
+ */
+export function unreadByRoom(body) {
+  const out = new Map();
+  const list = Array.isArray(body?.rooms) ? body.rooms : [];
+  for (const r of list) {
+    if (!r || !isValidRoom(r.room) || !Number.isInteger(r.unread) || r.unread < 0) continue;
+    if (!isValidId(r.last_id) || !isValidId(r.last_read)) continue;
+    out.set(r.room, { unread: r.unread, more: r.more === true, lastRead: r.last_read, lastId: r.last_id });
+  }
+  return out;
+}
+
+/** What a room's badge says: "" for none, "3", or "100+" past the server's cap. */
+export function badgeText(unread, more) {
+  if (!Number.isFinite(unread) || unread <= 0) return "";
+  return more ? `${unread}+` : String(unread);
+}
+
+/**
+ * The rooms the lobby shows: the server's list (most recent first) and the
+ * rooms with unread messages it left out, by last activity, at most limit,
+ * rooms with unread messages first to be kept. rooms is GET /api/rooms's
+ * list, unread a Map from unreadByRoom.
+ */
+export function lobbyRooms(rooms, unread, limit) {
+  const list = (Array.isArray(rooms) ? rooms : []).filter((r) => r && isValidRoom(r.room));
+  const listed = new Set(list.map((r) => r.room));
+  for (const [room, u] of unread || []) {
+    if (u.unread > 0 && !listed.has(room)) {
+      list.push({ room, last_id: u.lastId, last_activity: idTime(u.lastId) });
+      listed.add(room);
+    }
+  }
+  const at = (r) => (Number.isFinite(r.last_activity) ? r.last_activity : -Infinity);
+  const byActivity = (a, b) => at(b) - at(a);
+  const keep = [...list].sort((a, b) => {
+    const ua = (unread?.get(a.room)?.unread || 0) > 0, ub = (unread?.get(b.room)?.unread || 0) > 0;
+    return ua === ub ? byActivity(a, b) : ua ? -1 : 1;
+  }).slice(0, limit);
+  const kept = new Set(keep.map((r) => r.room));
+  return list.filter((r) => kept.has(r.room)).sort(byActivity);
+}
+
+/**
+ * Where the "new messages" divider goes when a room opens: the ID of the
+ * first message after the read position lastRead that is not the person's
+ * own (rows: [{id, own}] in log order), or null (nothing unread, or no
+ * position: a room never read has no divider).
+ */
+export function firstUnread(rows, lastRead) {
+  if (!isValidId(lastRead)) return null;
+  for (const r of rows) {
+    if (r && !r.own && isValidId(r.id) && compareIds(r.id, lastRead) > 0) return r.id;
+  }
+  return null;
+}
+
+/** How many rows ([{id, own}]) after the read position pos are others' (unread). */
+export function unreadAfter(rows, pos) {
+  let n = 0;
+  for (const r of rows) {
+    if (r && !r.own && isValidId(r.id) && (!isValidId(pos) || compareIds(r.id, pos) > 0)) n++;
+  }
+  return n;
+}
+
+/**
+ * ReadMarker decides when the page tells the server how far the person has
+ * read: the newest message seen, at most once per READ_MARK_MS, never an
+ * ID at or before the position already known (from the server, another
+ * device, or an earlier mark).
+ */
+export class ReadMarker {
+  constructor(every = READ_MARK_MS) {
+    this.every = every;
+    this.pos = null;      // the position as far as the page knows
+    this.pending = null;  // the newest ID seen and not yet marked
+    this.sentAt = -Infinity;
+  }
+
+  /** The position is at least id (the server said so). */
+  known(id) {
+    if (isValidId(id) && (!this.pos || compareIds(id, this.pos) > 0)) this.pos = id;
+  }
+
+  /** The person has seen the message id. */
+  seen(id) {
+    if (!isValidId(id) || (this.pos && compareIds(id, this.pos) <= 0)) return;
+    if (!this.pending || compareIds(id, this.pending) > 0) this.pending = id;
+  }
+
+  /**
+   * What to do at now (ms): {id} to mark now, {wait} ms to come back after,
+   * or {} when nothing is to be marked.
+   */
+  take(now) {
+    if (!this.pending || (this.pos && compareIds(this.pending, this.pos) <= 0)) {
+      this.pending = null;
+      return {};
+    }
+    const wait = this.sentAt + this.every - now;
+    if (wait > 0) return { wait };
+    const id = this.pending;
+    this.pending = null;
+    this.pos = id;
+    this.sentAt = now;
+    return { id };
+  }
+}

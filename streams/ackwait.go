@@ -97,7 +97,8 @@ func (s *Store) appendByNode(ctx context.Context, cc *redis.ClusterClient, calls
 	wg.Wait()
 	pipe := cc.Pipeline()
 	s.touchRooms(ctx, pipe, rooms)
-	_, _ = pipe.Exec(ctx) // advisory: the rooms list
+	s.touchWriters(ctx, pipe, calls)
+	_, _ = pipe.Exec(ctx) // advisory: the rooms list and users' room indexes
 	for _, c := range calls {
 		if failover.StaleSlotMap(c.err) {
 			cc.ReloadState(ctx)

@@ -227,6 +227,7 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 	}
 	if touch {
 		s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
+		s.touchWriters(ctx, pipe, calls)
 	}
 	wait := s.queueWait(ctx, pipe) // last: it covers every write before it on this connection
 	_, execErr := pipe.Exec(ctx)

@@ -9,13 +9,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Event is a presence event read from a room's events stream. Events are
+// Event is a presence or read event read from a room's events stream. Events are
 // short-lived: a subscriber gets those that arrive while it is subscribed,
 // never older ones, and one that falls behind skips what it missed.
 type Event struct {
 	ID   ID
-	Type string // EventJoin, EventLeave or EventTyping
+	Type string // EventJoin, EventLeave, EventTyping or EventRead
 	User string
+	// Position and Conn are set on read events: the user's new read
+	// position, and the connection that marked it ("" over HTTP).
+	Position ID
+	Conn     string
 	// Frame is the event encoded for clients by the Hub's EventEncoder,
 	// shared by every connection that sends it: never modify it.
 	Frame []byte
@@ -86,6 +90,10 @@ func (h *Hub) takeEvents(r *tailedRoom, msgs []redis.XMessage) bool {
 		ev := &Event{ID: id, Type: field(m.Values, "type"), User: field(m.Values, "user")}
 		switch ev.Type {
 		case EventJoin, EventLeave, EventTyping:
+		case EventRead:
+			if !readEvent(ev, m.Values) {
+				continue // a read event without a position (added by hand): ignored
+			}
 		default:
 			continue // not an event xroom knows: ignored
 		}

@@ -85,6 +85,7 @@ type Store struct {
 	batch         coalescer // concurrent appends share pipelines
 	ackReplicas   int
 	ackTimeout    time.Duration
+	writers       writerIndex // pairs recently put in users' room indexes (unread.go)
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
