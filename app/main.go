@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/xroom/xroom/handlers"
@@ -48,6 +50,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	redis.SetLogger(redisLog{log})
 	budget, err := spendDescriptors(cfg, log)
 	if err != nil {
 		return err

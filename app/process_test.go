@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -263,5 +264,26 @@ func TestProcessSIGTERM(t *testing.T) {
 	}
 	if len(stored) < len(acked) {
 		t.Errorf("%d acked, only %d stored", len(acked), len(stored))
+	}
+}
+
+// go-redis's own log lines (here: its pool failing to dial a Redis that is
+// gone) come out through slog, in the log's format, not on stderr.
+func TestRedisClientLogsThroughSlog(t *testing.T) {
+	srv := redistest.Start(t)
+	redistest.RequireReal(t, srv)
+	p := startProc(t, map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": redistest.Prefix(t), "ADDR": "127.0.0.1:0"})
+	srv.Kill(t)
+	c := &peer{room: "gone", user: "a"}
+	_ = c.connect(p.base, false) // its Subscribe dials the dead Redis
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.out.String(), `msg="redis client"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no go-redis line through slog within 30 s; stdout:\n%s\nstderr:\n%s", p.out.String(), p.errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(p.errOut.String(), "redis: ") {
+		t.Fatalf("go-redis wrote to stderr itself:\n%s", p.errOut.String())
 	}
 }

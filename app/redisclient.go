@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
@@ -26,4 +28,14 @@ func newRedisClients(opts, tailOpts *redis.UniversalOptions, log *slog.Logger) (
 	}
 	f := failover.New(opts, log)
 	return f.Client(opts), f.Client(tailOpts), func() { _ = f.Close() }
+}
+
+// redisLog carries go-redis's own log lines (its pool failing to dial, a
+// pub/sub connection lost) into slog, so that they come out in the log's
+// format with every other line instead of on stderr in the library's.
+// go-redis has one logger per process (redis.SetLogger): run sets it.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "says", fmt.Sprintf(format, v...))
 }
