@@ -233,7 +233,7 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 	_, execErr := pipe.Exec(ctx)
 	var again []*scriptGroup
 	for _, g := range groups {
-		if redis.HasErrorPrefix(g.eval.Err(), "NOSCRIPT") {
+		if noScript(g.eval.Err()) {
 			g.resent = true
 			again = append(again, g)
 		}

@@ -106,7 +106,7 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // or NOSCRIPT: the first EVALSHA after a start, restart or SCRIPT FLUSH,
 // answered by sending the script itself (Store.runScript).
 func failed(err error) bool {
-	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) && !redis.HasErrorPrefix(err, "NOSCRIPT")
+	return err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) && !noScript(err)
 }
 
 // lagBuckets span a healthy tail (under a millisecond) to a stalled one.

@@ -16,19 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Presence is the sorted set of a room's live connections: member
-// "USER:CONNID", score = expiry time in ms.
-func (k Keys) Presence(room string) string { return k.Prefix + ":{" + room + "}:presence" }
-
-// PresenceUsers is a hash USER -> number of that user's live connections in
-// the room, kept with the presence set by the same scripts, so that telling
-// a user's first connection (join) and last one (leave) costs O(log N), not
-// a scan of the room.
-func (k Keys) PresenceUsers(room string) string { return k.Prefix + ":{" + room + "}:presence:users" }
-
-// Events is the room's stream of short-lived presence events (join, leave, typing).
-func (k Keys) Events(room string) string { return k.Prefix + ":{" + room + "}:events" }
-
 const (
 	// DefaultPresenceTTL is how long a connection stays present without a
 	// heartbeat: a crashed instance's users fade out after it.
@@ -227,10 +214,7 @@ func (p *Presence) Join(ctx context.Context, room, user string) (string, error) 
 	}
 	local[member] = struct{}{}
 	p.mu.Unlock()
-	pipe := p.store.rdb.Pipeline()
-	cmd := p.refresh(ctx, pipe, room, []string{member})
-	err := p.exec(ctx, pipe, []*redis.Cmd{cmd}, refreshScript)
-	if err != nil {
+	if err := p.exec(ctx, refreshScript, []scriptCall{p.refresh(room, []string{member})}); err != nil {
 		return member, fmt.Errorf("presence join in %s: %w", room, err)
 	}
 	return member, nil
@@ -256,17 +240,16 @@ func (p *Presence) Leave(ctx context.Context, room, member string) error {
 }
 
 func (p *Presence) leave(ctx context.Context, room string, members []string) error {
-	pipe := p.store.rdb.Pipeline()
-	var cmds []*redis.Cmd
+	var calls []scriptCall
 	for chunk := range slices.Chunk(members, refreshChunk) {
 		args := make([]any, 0, len(chunk)+2)
 		args = append(args, EventsMaxLen, p.opt.MaxMembers)
 		for _, m := range chunk {
 			args = append(args, m)
 		}
-		cmds = append(cmds, leaveScript.EvalSha(ctx, pipe, p.keys(room), args...))
+		calls = append(calls, scriptCall{keys: p.keys(room), args: args})
 	}
-	return p.exec(ctx, pipe, cmds, leaveScript)
+	return p.exec(ctx, leaveScript, calls)
 }
 
 func (p *Presence) keys(room string) []string {
@@ -274,36 +257,23 @@ func (p *Presence) keys(room string) []string {
 	return []string{k.Presence(room), k.PresenceUsers(room), k.Events(room)}
 }
 
-// refresh queues one refresh script call for members of room.
-func (p *Presence) refresh(ctx context.Context, pipe redis.Pipeliner, room string, members []string) *redis.Cmd {
+// refresh is one refresh script call for members of room.
+func (p *Presence) refresh(room string, members []string) scriptCall {
 	now := time.Now().UnixMilli()
 	args := make([]any, 0, len(members)+6)
 	args = append(args, EventsMaxLen, p.opt.MaxMembers, now, now+p.opt.TTL.Milliseconds(), p.opt.TTL.Milliseconds(), sweepLimit)
 	for _, m := range members {
 		args = append(args, m)
 	}
-	return refreshScript.EvalSha(ctx, pipe, p.keys(room), args...)
+	return scriptCall{keys: p.keys(room), args: args}
 }
 
-// exec runs a pipeline of EvalSha calls to script. When Redis has
-// forgotten the script (restart, failover, SCRIPT FLUSH) it runs the
-// pipeline again with EVAL, which loads it on whichever node holds each
-// room. It counts the events written and returns the first error.
-func (p *Presence) exec(ctx context.Context, pipe redis.Pipeliner, cmds []*redis.Cmd, script *redis.Script) error {
-	_, err := pipe.Exec(ctx)
-	if slices.ContainsFunc(cmds, func(c *redis.Cmd) bool { return redis.HasErrorPrefix(c.Err(), "NOSCRIPT") }) {
-		retry := p.store.rdb.Pipeline()
-		for i, c := range cmds {
-			// c.Args() is evalsha, sha, numkeys, keys..., args...
-			args := c.Args()
-			n, _ := args[2].(int)
-			keys := make([]string, n)
-			for j := range keys {
-				keys[j], _ = args[3+j].(string)
-			}
-			cmds[i] = script.Eval(ctx, retry, keys, args[3+n:]...)
-		}
-		_, err = retry.Exec(ctx)
+// exec runs calls of script in one pipeline (scripts.go), counts the
+// events they wrote, and returns the first error.
+func (p *Presence) exec(ctx context.Context, script *redis.Script, calls []scriptCall) error {
+	cmds, err := p.store.evalEach(ctx, script, calls)
+	if err == nil {
+		err = firstErr(cmds)
 	}
 	if err != nil {
 		p.stats.Failures.Add(1)
@@ -380,97 +350,4 @@ func RandomName(n int) string {
 		b[i] = letters[int(b[i])%len(letters)]
 	}
 	return string(b)
-}
-
-func (p *Presence) loop() {
-	defer close(p.done)
-	t := time.NewTicker(p.opt.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-			p.Heartbeat(context.Background())
-		}
-	}
-}
-
-// Heartbeat refreshes every local connection and sweeps expired members in
-// the rooms they are in, now. The loop calls it every Heartbeat; a failure
-// is logged and retried on the next one.
-func (p *Presence) Heartbeat(ctx context.Context) {
-	p.beat.Lock()
-	defer p.beat.Unlock()
-	p.mu.Lock()
-	rooms := make(map[string][]string, len(p.rooms))
-	for room, local := range p.rooms {
-		ms := make([]string, 0, len(local))
-		for m := range local {
-			ms = append(ms, m)
-		}
-		rooms[room] = ms
-	}
-	p.mu.Unlock()
-	if len(rooms) == 0 {
-		return
-	}
-	var pipe redis.Pipeliner
-	var cmds []*redis.Cmd
-	var failed error
-	flush := func() {
-		ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
-		defer cancel()
-		if err := p.exec(ctx, pipe, cmds, refreshScript); err != nil && failed == nil {
-			failed = err
-		}
-		pipe, cmds = nil, cmds[:0]
-	}
-	for room, members := range rooms {
-		for chunk := range slices.Chunk(members, refreshChunk) {
-			if pipe == nil {
-				pipe = p.store.rdb.Pipeline()
-			}
-			cmds = append(cmds, p.refresh(ctx, pipe, room, chunk))
-			if len(cmds) == pipelineCalls {
-				flush()
-			}
-		}
-	}
-	if len(cmds) > 0 {
-		flush()
-	}
-	if failed != nil {
-		p.log.Warn("presence heartbeat failed; retrying on the next one", "err", failed)
-		return
-	}
-	p.stats.Heartbeats.Add(1)
-}
-
-// Close stops the heartbeat and removes this instance's remaining
-// connections, writing the leaves of users who had no other. Call it after
-// the connections are closed (each leaves on its own).
-func (p *Presence) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
-	rooms := p.rooms
-	p.rooms = map[string]map[string]struct{}{}
-	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-	var errs []error
-	for room, local := range rooms {
-		ms := make([]string, 0, len(local))
-		for m := range local {
-			ms = append(ms, m)
-		}
-		if err := p.leave(ctx, room, ms); err != nil {
-			errs = append(errs, fmt.Errorf("presence leave in %s: %w", room, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -14,16 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Reads is the hash of the room's read positions: field = user, value = the
-// stream ID of the newest entry the user has read.
-func (k Keys) Reads(room string) string { return k.Prefix + ":{" + room + "}:reads" }
-
-// UserRooms is the sorted set of the rooms a user has a read position in or
-// has written to, scored by when that last happened (ms). It answers "which
-// rooms may have unread messages for this user" without a scan. The user
-// is the hash tag: one user's index lives in one slot.
-func (k Keys) UserRooms(user string) string { return k.Prefix + ":user:{" + user + "}:rooms" }
-
 // EventRead is the type of a read event in the room's events stream: one of
 // the user's connections moved their read position.
 const EventRead = "read"

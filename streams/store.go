@@ -16,25 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Keys names the Redis keys of one deployment. Every key of a room carries
-// the room in braces, a Redis Cluster hash tag, so a room lives in one slot.
-type Keys struct{ Prefix string }
-
-// Messages is the room's stream: one entry per chat message.
-func (k Keys) Messages(room string) string { return k.Prefix + ":{" + room + "}:messages" }
-
-// Epoch names the current incarnation of the room's history.
-func (k Keys) Epoch(room string) string { return k.Prefix + ":{" + room + "}:epoch" }
-
-// Dedup remembers the ID a user's client_id was stored under. A client_id
-// cannot contain ':' (see ValidClientID), so the key reads back unambiguously.
-func (k Keys) Dedup(room, user, clientID string) string {
-	return k.Prefix + ":{" + room + "}:dedup:" + user + ":" + clientID
-}
-
-// Rooms is the sorted set of rooms scored by their last activity (ms).
-func (k Keys) Rooms() string { return k.Prefix + ":rooms" }
-
 // Entry is one stream entry as chat sees it.
 type Entry struct {
 	ID       ID
@@ -131,7 +112,7 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, keys []stri
 			extra(pipe)
 		}
 		_, execErr := pipe.Exec(ctx) // the script's outcome is what counts; extras are advisory
-		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if attempt == 0 && noScript(cmd.Err()) {
 			continue
 		}
 		return cmd.Val(), cmdErr(cmd.Err(), cmd.Val() == nil, execErr)

@@ -149,47 +149,6 @@ func unreadOf(room string, v any) (Unread, bool) {
 	return u, err1 == nil && err2 == nil
 }
 
-// scriptCall is one call of a script: its keys and arguments.
-type scriptCall struct {
-	keys []string
-	args []any
-}
-
-// evalEach runs script once per call in one pipeline (on a Cluster,
-// go-redis sends each node its part, in parallel), by SHA; when Redis does
-// not know the script (restart, failover, SCRIPT FLUSH) the calls it
-// refused go again whole. A call that Redis answered with an error (a key
-// of another type, say) keeps its error; a failure of the connection is
-// the returned error.
-func (s *Store) evalEach(ctx context.Context, script *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
-	cmds := make([]*redis.Cmd, len(calls))
-	pipe := s.rdb.Pipeline()
-	for i, c := range calls {
-		cmds[i] = script.EvalSha(ctx, pipe, c.keys, c.args...)
-	}
-	_, _ = pipe.Exec(ctx)
-	var again []int
-	for i, cmd := range cmds {
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			again = append(again, i)
-		}
-	}
-	if len(again) > 0 {
-		pipe := s.rdb.Pipeline()
-		for _, i := range again {
-			cmds[i] = script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
-		}
-		_, _ = pipe.Exec(ctx)
-	}
-	for _, cmd := range cmds {
-		var reply redis.Error
-		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply) {
-			return nil, err // not Redis's answer: the connection failed
-		}
-	}
-	return cmds, nil
-}
-
 // writerIndex remembers the (user, room) pairs this store wrote to the
 // users' room indexes lately, so that appends add one ZADD per pair per
 // writerRefresh, not one per message.
