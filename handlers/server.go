@@ -186,13 +186,16 @@ func (s *Server) validRoom(c *fiber.Ctx) error {
 func (s *Server) serveWS(c *websocket.Conn) {
 	room := c.Params("room")
 	sess := &session{
-		srv:     s,
+		feed: feed{
+			srv:    s,
+			room:   room,
+			user:   c.Locals("user").(string),
+			compat: c.Subprotocol() != Subprotocol,
+		},
 		conn:    c.Conn,
-		room:    room,
-		user:    c.Locals("user").(string),
-		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
 	}
+	sess.sink = &sess.wire
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()
 	if since, ok := c.Locals("since").(streams.ID); ok {
@@ -222,9 +225,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		sess.refuse(websocket.CloseTryAgainLater, "redis unavailable", "the room is unavailable right now; reconnect to try again")
 		return
 	}
-	sess.sub = sub
-	sess.readyAt = sub.Head()
-	sess.evSeq = sub.EventSeq() // presence events from here on; before, the snapshot
+	sess.follow(sub)
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()

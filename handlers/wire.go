@@ -277,3 +277,9 @@ func (w *wire) release() {
 	}
 	w.buf = nil
 }
+
+// entry, ready and event make wire the frameSink of WebSocket sessions:
+// the hub's frame as is, and text frames for the rest.
+func (w *wire) entry(e *streams.Entry) error             { return w.data(e.Frame) }
+func (w *wire) ready(_ streams.ID, payload []byte) error { return w.text(payload) }
+func (w *wire) event(_ string, payload []byte) error     { return w.text(payload) }
