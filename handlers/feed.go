@@ -23,8 +23,9 @@ type frameSink interface {
 	event(kind string, payload []byte) error
 }
 
-// Frame types of the events a feed writes besides entries and ready.
+// Frame types of what a feed writes besides entries.
 const (
+	kindReady    = "ready"
 	kindGap      = "gap"
 	kindPresence = "presence"
 	kindError    = "error"
@@ -44,6 +45,9 @@ type feed struct {
 	hasSince bool
 	since    streams.ID
 	epoch    string // the epoch the client last saw, if any
+	// sinceIsEventID: since came as an SSE Last-Event-ID, which moves on
+	// while the epoch in the stream's URL stays what it was (staleEpoch).
+	sinceIsEventID bool
 
 	sub    *streams.Subscription
 	member string // presence member "user:connid" (presence.go)

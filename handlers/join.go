@@ -16,7 +16,7 @@ func (f *feed) becomeReady(last streams.ID) error {
 	snapshot := f.snapshot() // read first, so that ready and snapshot go out together
 	f.srv.stats.replay.Observe(float64(f.replayed))
 	if !f.compat {
-		if err := f.sink.ready(last, encode(readyFrame{Type: "ready", Room: f.room, LastID: last.String(), Epoch: f.epoch})); err != nil {
+		if err := f.sink.ready(last, encode(readyFrame{Type: kindReady, Room: f.room, LastID: last.String(), Epoch: f.epoch})); err != nil {
 			return err
 		}
 	}
@@ -42,12 +42,18 @@ func (f *feed) join(ctx context.Context) error {
 	clientEpoch := f.epoch
 	f.epoch = epoch
 	if clientEpoch != "" && clientEpoch != epoch {
-		// The history the client knew is gone: start over from the new one.
-		_, oldest, err := store.Gap(ctx, f.room, streams.Zero)
+		stale, err := f.staleEpoch(ctx)
 		if err != nil {
 			return err
 		}
-		return f.restart(ctx, oldest) // gap.go
+		if stale {
+			// The history the client knew is gone: start over from the new one.
+			_, oldest, err := store.Gap(ctx, f.room, streams.Zero)
+			if err != nil {
+				return err
+			}
+			return f.restart(ctx, oldest) // gap.go
+		}
 	}
 	if f.hasSince {
 		return f.resume(ctx) // gap.go
@@ -73,6 +79,19 @@ func (f *feed) join(ctx context.Context) error {
 		f.cursor = e.ID
 	}
 	return nil
+}
+
+// staleEpoch decides, when the epoch the client gave is not the room's,
+// whether the client's history is gone. It is, unless since came as an
+// SSE Last-Event-ID naming an entry the stream holds: an EventSource
+// reconnects to the URL it was opened with, whose epoch stays what it was
+// while its Last-Event-ID moves on, past a reset it was already told of.
+func (f *feed) staleEpoch(ctx context.Context) (bool, error) {
+	if !f.sinceIsEventID || !f.hasSince || f.since.IsZero() {
+		return true, nil
+	}
+	held, err := f.srv.hub.Store().Holds(ctx, f.room, f.since)
+	return !held, err
 }
 
 // replayFrom sets up a replay from f.cursor: up to the stream's newest entry
