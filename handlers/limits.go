@@ -75,6 +75,12 @@ type guard struct {
 	swept  int // size of users after the last sweep
 	perIP  map[netip.Addr]int
 	limits Limits
+
+	// sends holds the buckets of pages' sends over HTTP, by address: the
+	// address stands for the connection, which an HTTP send has not.
+	sendMu     sync.Mutex // taken before mu, never after
+	sends      map[netip.Addr]*bucket
+	sendsSwept int
 }
 
 func newGuard(l Limits) *guard {
@@ -84,7 +90,7 @@ func newGuard(l Limits) *guard {
 	if l.UserBurst <= 0 {
 		l.UserBurst = max(1, int(math.Ceil(l.UserRate)))
 	}
-	return &guard{users: map[string]*bucket{}, perIP: map[netip.Addr]int{}, limits: l}
+	return &guard{users: map[string]*bucket{}, perIP: map[netip.Addr]int{}, sends: map[netip.Addr]*bucket{}, limits: l}
 }
 
 // allowMessage takes one token from the connection's bucket and the user's,
@@ -121,6 +127,36 @@ func (g *guard) allowMessage(conn *bucket, user, clientID string) *refusal {
 		conn.take(now, connLevel)
 	}
 	return nil
+}
+
+// allowSend is allowMessage for a page's send over HTTP: the address's
+// bucket stands for the connection's.
+func (g *guard) allowSend(ip netip.Addr, user, clientID string) *refusal {
+	if g.limits.Rate <= 0 && g.limits.UserRate <= 0 {
+		return nil
+	}
+	g.sendMu.Lock()
+	defer g.sendMu.Unlock()
+	b := g.sends[ip]
+	if b == nil {
+		g.sweepSends(clock())
+		b = &bucket{}
+		g.sends[ip] = b
+	}
+	return g.allowMessage(b, user, clientID)
+}
+
+// sweepSends forgets addresses whose bucket has refilled, as sweep does users.
+func (g *guard) sweepSends(now int64) {
+	if len(g.sends) < 2*max(g.sendsSwept, 512) {
+		return
+	}
+	for ip, b := range g.sends {
+		if b.level(now, g.limits.Rate, g.limits.Burst) >= float64(g.limits.Burst) {
+			delete(g.sends, ip)
+		}
+	}
+	g.sendsSwept = len(g.sends)
 }
 
 func rateLimited(clientID, rule string, retry time.Duration) *refusal {

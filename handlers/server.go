@@ -140,6 +140,7 @@ func (s *Server) App() *fiber.App {
 	api.Get("/rooms", s.authRead, s.listRooms)
 	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
+	api.Options("/rooms/:room/messages", s.preflight) // cors.go
 	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
