@@ -160,17 +160,19 @@ func (s *session) writePass(w wants) (more bool, err error) {
 		return false, err
 	}
 	more, err = s.writeEntries(s.wire.entries()) // pooled: an idle connection holds none
-	var re readError
-	switch {
-	case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
-		// The room cannot be tailed now: say so, and let the client come
-		// back (with since=) rather than wait on silence.
-		s.giveUp("the room is unavailable right now; reconnect to try again", err)
-		return false, err
-	case errors.As(err, &re):
-		s.log.Warn("reading the room failed; retrying", "err", err)
-		time.AfterFunc(retryDelay, s.kick)
-		return false, nil
+	if err != nil {                              // re declared here: taking its address makes it escape, and most passes succeed
+		var re readError
+		switch {
+		case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
+			// The room cannot be tailed now: say so, and let the client come
+			// back (with since=) rather than wait on silence.
+			s.giveUp("the room is unavailable right now; reconnect to try again", err)
+			return false, err
+		case errors.As(err, &re):
+			s.log.Warn("reading the room failed; retrying", "err", err)
+			time.AfterFunc(retryDelay, s.kick)
+			return false, nil
+		}
 	}
 	return more, err
 }

@@ -133,15 +133,17 @@ func (st *sseStream) writePass(w streamWants) (more bool, err error) {
 		return false, err
 	}
 	more, err = st.writeEntries(st.wire.entries())
-	var re readError
-	switch {
-	case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
-		st.giveUp("the room is unavailable right now; the stream ends, reconnect to try again", err)
-		return false, nil
-	case errors.As(err, &re):
-		st.log.Warn("reading the room failed; retrying", "err", err)
-		time.AfterFunc(retryDelay, st.kick)
-		return false, nil
+	if err != nil { // re declared here: taking its address makes it escape, and most passes succeed
+		var re readError
+		switch {
+		case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
+			st.giveUp("the room is unavailable right now; the stream ends, reconnect to try again", err)
+			return false, nil
+		case errors.As(err, &re):
+			st.log.Warn("reading the room failed; retrying", "err", err)
+			time.AfterFunc(retryDelay, st.kick)
+			return false, nil
+		}
 	}
 	return more, err
 }
