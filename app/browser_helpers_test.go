@@ -128,7 +128,31 @@ type tab struct {
 	closed  bool
 
 	mu      sync.Mutex
-	sockets []string // URLs of the WebSockets the page opened
+	sockets []string        // URLs of the WebSockets the page opened
+	streams []streamRequest // the EventSource requests the page made
+	// sent holds the headers Chromium sent, by request ID: the
+	// Last-Event-ID of an EventSource's reconnect is added below the page.
+	sent map[network.RequestID]network.Headers
+}
+
+// streamRequest is one EventSource request: its URL and Last-Event-ID.
+type streamRequest struct {
+	URL, LastEventID string
+	id               network.RequestID
+}
+
+// streamRequests returns the EventSource requests the page has made so far.
+func (p *tab) streamRequests() []streamRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]streamRequest, len(p.streams))
+	for i, r := range p.streams {
+		out[i] = streamRequest{URL: r.URL, LastEventID: r.LastEventID}
+		if last, ok := p.sent[r.id]["Last-Event-ID"].(string); ok {
+			out[i].LastEventID = last
+		}
+	}
+	return out
 }
 
 // socketURLs returns the URLs of the WebSockets the page has opened so far.
@@ -167,6 +191,20 @@ func (b *browser) openIn(name, url string, opts ...chromedp.ContextOption) *tab 
 		case *network.EventWebSocketCreated:
 			p.mu.Lock()
 			p.sockets = append(p.sockets, ev.URL)
+			p.mu.Unlock()
+		case *network.EventRequestWillBeSent:
+			if ev.Type == network.ResourceTypeEventSource {
+				last, _ := ev.Request.Headers["Last-Event-ID"].(string)
+				p.mu.Lock()
+				p.streams = append(p.streams, streamRequest{URL: ev.Request.URL, LastEventID: last, id: ev.RequestID})
+				p.mu.Unlock()
+			}
+		case *network.EventRequestWillBeSentExtraInfo:
+			p.mu.Lock()
+			if p.sent == nil {
+				p.sent = map[network.RequestID]network.Headers{}
+			}
+			p.sent[ev.RequestID] = ev.Headers
 			p.mu.Unlock()
 		}
 	})

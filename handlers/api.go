@@ -4,10 +4,8 @@ package handlers
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -139,15 +137,12 @@ type publishBody struct {
 	ClientID *string `json:"client_id"`
 }
 
-// publish stores a message sent by a trusted backend.
+// publish stores a message sent by a trusted backend, or by a page that
+// sends over HTTP (sender.go).
 func (s *Server) publish(c *fiber.Ctx) error {
-	if s.cfg.APIKey == "" {
-		return apiError(c, fiber.StatusForbidden, "publish_disabled", "publishing over HTTP is off: set API_KEY on the server")
-	}
-	key, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
-		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom"`)
-		return apiError(c, fiber.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API_KEY>")
+	from, ok, err := s.whoSends(c)
+	if !ok {
+		return err
 	}
 	if !utf8.Valid(c.Body()) { // json.Unmarshal would store U+FFFD in its place
 		return apiError(c, fiber.StatusBadRequest, codeBadUTF8, "the body is not valid UTF-8")
@@ -157,10 +152,9 @@ func (s *Server) publish(c *fiber.Ctx) error {
 		return apiError(c, fiber.StatusBadRequest, codeBadJSON, jsonProblem(err))
 	}
 	m := streams.Message{}
-	if body.User == nil || !ValidUser(*body.User) {
-		return apiError(c, fiber.StatusBadRequest, "bad_user", "user is 1 to 32 printable characters")
+	if m.User, ok, err = from.userOf(c, body.User); !ok {
+		return err
 	}
-	m.User = *body.User
 	if body.Message == nil || *body.Message == "" {
 		return apiError(c, fiber.StatusBadRequest, codeEmpty, "message is required")
 	}
@@ -176,6 +170,11 @@ func (s *Server) publish(c *fiber.Ctx) error {
 			return apiError(c, fiber.StatusBadRequest, codeBadClientID, "client_id is 1 to 64 characters from A-Z a-z 0-9 . _ -")
 		}
 		m.ClientID = *body.ClientID
+	}
+	if from.page {
+		if r := s.guard.allowSend(s.clientIP(c), m.User, m.ClientID); r != nil {
+			return answerRateLimited(c, r)
+		}
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()

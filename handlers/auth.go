@@ -203,10 +203,10 @@ func roomForbidden(c *fiber.Ctx) error {
 	return apiError(c, fiber.StatusForbidden, "room_forbidden", "your token does not open this room")
 }
 
-// authWS runs before a WebSocket upgrade, after the user parameter was read:
-// with authentication on, the user is the token's subject and the room must
-// match its rooms claim. A user parameter that names someone else is refused.
-func (s *Server) authWS(c *fiber.Ctx) (bool, error) {
+// authChat runs before a chat connection (WebSocket or SSE) is served,
+// after the user parameter was read: with authentication on, the user is
+// the token's subject and the room must match its rooms claim. A user parameter that names someone else is refused.
+func (s *Server) authChat(c *fiber.Ctx) (bool, error) {
 	if ok, err := s.authenticate(c); !ok || !s.authOn() {
 		return ok, err
 	}

@@ -199,9 +199,13 @@ func TestAuthHTTPReadsNeedAToken(t *testing.T) {
 	if s := do(t, "GET", ts.base+"/api/rooms", "Bearer "+tok, "", &rooms); s != 200 || len(rooms.Rooms) != 1 || rooms.Rooms[0].Room != "lobby" {
 		t.Fatalf("rooms list: %d %+v, want only lobby", s, rooms)
 	}
-	// Publishing still takes the API key, never a user token.
-	if s := do(t, "POST", ts.base+"/api/rooms/lobby/messages", "Bearer "+tok, `{"user":"alice","message":"x"}`, &e); s != 401 || e.Error.Code != "unauthorized" || strings.Contains(e.Error.Message, tok) {
-		t.Fatalf("publish with a user token: %d %+v", s, e)
+	// A user token publishes as its user (what a page on SSE does), in its rooms only.
+	if s := do(t, "POST", ts.base+"/api/rooms/lobby/messages", "Bearer "+tok, `{"user":"alice","message":"x"}`, nil); s != 201 {
+		t.Fatalf("publish with a user token: %d", s)
+	}
+	e = apiErr{}
+	if s := do(t, "POST", ts.base+"/api/rooms/secret/messages", "Bearer "+tok, `{"message":"x"}`, &e); s != 403 || e.Error.Code != "room_forbidden" || strings.Contains(e.Error.Message, tok) {
+		t.Fatalf("publish with a user token to a room it does not open: %d %+v", s, e)
 	}
 	if s := do(t, "POST", ts.base+"/api/rooms/lobby/messages", "Bearer publish-key-0123", `{"user":"bot","message":"x"}`, nil); s != 201 {
 		t.Fatalf("publish with the API key: %d", s)

@@ -41,9 +41,10 @@ func (s *Server) fiberConfig() fiber.Config {
 		// fasthttp's ReadTimeout runs from a request's first byte to the
 		// end of its headers; tuneHTTP gives the body its own bound.
 		ReadTimeout: s.cfg.HeaderTimeout,
-		// An HTTP client that reads no answer for writeWait is dropped, as
-		// a WebSocket one is.
-		WriteTimeout: writeWait,
+		// An HTTP client that reads no answer for WriteWait is dropped, as
+		// a WebSocket one is. (Set once per answer: an SSE stream, which
+		// has no end, is taken over from the HTTP server; see sse.go.)
+		WriteTimeout: s.cfg.WriteWait,
 		IdleTimeout:  s.cfg.IdleTimeout,
 		// Connections in HTTP at once (an upgraded one no longer counts);
 		// beyond it fasthttp answers 503 and closes. 0: fasthttp's default.

@@ -75,6 +75,12 @@ type guard struct {
 	swept  int // size of users after the last sweep
 	perIP  map[netip.Addr]int
 	limits Limits
+
+	// sends holds the buckets of pages' sends over HTTP, by address: the
+	// address stands for the connection, which an HTTP send has not.
+	sendMu     sync.Mutex // taken before mu, never after
+	sends      map[netip.Addr]*bucket
+	sendsSwept int
 }
 
 func newGuard(l Limits) *guard {
@@ -84,7 +90,7 @@ func newGuard(l Limits) *guard {
 	if l.UserBurst <= 0 {
 		l.UserBurst = max(1, int(math.Ceil(l.UserRate)))
 	}
-	return &guard{users: map[string]*bucket{}, perIP: map[netip.Addr]int{}, limits: l}
+	return &guard{users: map[string]*bucket{}, perIP: map[netip.Addr]int{}, sends: map[netip.Addr]*bucket{}, limits: l}
 }
 
 // allowMessage takes one token from the connection's bucket and the user's,
@@ -121,6 +127,36 @@ func (g *guard) allowMessage(conn *bucket, user, clientID string) *refusal {
 		conn.take(now, connLevel)
 	}
 	return nil
+}
+
+// allowSend is allowMessage for a page's send over HTTP: the address's
+// bucket stands for the connection's.
+func (g *guard) allowSend(ip netip.Addr, user, clientID string) *refusal {
+	if g.limits.Rate <= 0 && g.limits.UserRate <= 0 {
+		return nil
+	}
+	g.sendMu.Lock()
+	defer g.sendMu.Unlock()
+	b := g.sends[ip]
+	if b == nil {
+		g.sweepSends(clock())
+		b = &bucket{}
+		g.sends[ip] = b
+	}
+	return g.allowMessage(b, user, clientID)
+}
+
+// sweepSends forgets addresses whose bucket has refilled, as sweep does users.
+func (g *guard) sweepSends(now int64) {
+	if len(g.sends) < 2*max(g.sendsSwept, 512) {
+		return
+	}
+	for ip, b := range g.sends {
+		if b.level(now, g.limits.Rate, g.limits.Burst) >= float64(g.limits.Burst) {
+			delete(g.sends, ip)
+		}
+	}
+	g.sendsSwept = len(g.sends)
 }
 
 func rateLimited(clientID, rule string, retry time.Duration) *refusal {
@@ -252,19 +288,19 @@ func (s *Server) admitIP(sess *session, ip netip.Addr) (release func(), ok bool)
 	return func() { s.guard.releaseIP(ip) }, true
 }
 
-// limitReplay keeps the replay from the session's cursor to the newest
+// limitReplay keeps the replay from the feed's cursor to the newest
 // MaxReplay entries. When it cuts, the client is told with a gap of reason
 // "limited" whose oldest_id is the first entry it will get; the older ones
 // are still in Redis (GET /api/rooms/{room}/messages?before=oldest_id).
-func (s *session) limitReplay(ctx context.Context) error {
-	most := s.srv.guard.limits.MaxReplay
+func (f *feed) limitReplay(ctx context.Context) error {
+	most := f.srv.guard.limits.MaxReplay
 	if most <= 0 {
 		return nil
 	}
-	start, first, limited, err := s.srv.hub.Store().ReplayStart(ctx, s.room, s.cursor, most)
+	start, first, limited, err := f.srv.hub.Store().ReplayStart(ctx, f.room, f.cursor, most)
 	if err != nil || !limited {
 		return err
 	}
-	s.cursor = start
-	return s.send(gapFrame{Type: "gap", Reason: "limited", OldestID: first.String()})
+	f.cursor = start
+	return f.sendGap("limited", first)
 }

@@ -12,21 +12,29 @@ import (
 // serverStats are the WebSocket counters, kept with atomic adds on the hot
 // paths (one add per write pass, not per frame) and read at scrape time.
 type serverStats struct {
-	open        [2]atomic.Int64 // by dialect: 0 xroom, 1 compatible
-	opened      [2]atomic.Int64
+	open        [dialectCount]atomic.Int64 // by dialect (dialects)
+	opened      [dialectCount]atomic.Int64
 	delivered   atomic.Int64 // message frames written
 	writes      atomic.Int64 // write system calls to WebSocket connections
 	writeErrors atomic.Int64
 	replay      prometheus.Histogram
 }
 
-var dialects = [2]string{"xroom", "compatible"}
+// Dialects of chat connections, the label of the connection metrics.
+const (
+	dialectXroom      = iota // WebSocket with xroom.v1
+	dialectCompatible        // WebSocket without it
+	dialectSSE               // Server-Sent Events (sse.go)
+	dialectCount
+)
 
-func dialect(compat bool) int {
-	if compat {
-		return 1
+var dialects = [dialectCount]string{"xroom", "compatible", "sse"}
+
+func (s *session) dialect() int {
+	if s.compat {
+		return dialectCompatible
 	}
-	return 0
+	return dialectXroom
 }
 
 func newServerStats() *serverStats {
@@ -43,17 +51,17 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) {
 	for i, d := range dialects {
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "xroom_connections_open", Help: "WebSocket connections open now, by dialect.",
+				Name: "xroom_connections_open", Help: "Chat connections open now, by dialect (xroom and compatible: WebSocket; sse: Server-Sent Events).",
 				ConstLabels: prometheus.Labels{"dialect": d},
 			}, func() float64 { return float64(st.open[i].Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "xroom_connections_total", Help: "WebSocket connections accepted, by dialect.",
+				Name: "xroom_connections_total", Help: "Chat connections accepted, by dialect (xroom and compatible: WebSocket; sse: Server-Sent Events).",
 				ConstLabels: prometheus.Labels{"dialect": d},
 			}, func() float64 { return float64(st.opened[i].Load()) }),
 		)
 	}
 	reg.MustRegister(
-		counter("xroom_messages_delivered_total", "Message frames written to WebSocket connections (live and replayed).", st.delivered.Load),
+		counter("xroom_messages_delivered_total", "Messages written to chat connections, WebSocket frames and SSE events (live and replayed).", st.delivered.Load),
 		counter("xroom_websocket_writes_total", "Write system calls to WebSocket connections; each carries every frame a write pass gathered.", st.writes.Load),
 		counter("xroom_websocket_write_errors_total", "Writes to a WebSocket connection that failed (the connection is then closed).", st.writeErrors.Load),
 		st.replay,
@@ -88,10 +96,10 @@ func (s *session) countFrames(ok bool) {
 }
 
 // opened and closed keep the connection gauges.
-func (s *Server) opened(sess *session) {
-	d := dialect(sess.compat)
+func (s *Server) opened(conn chatConn) {
+	d := conn.dialect()
 	s.stats.open[d].Add(1)
 	s.stats.opened[d].Add(1)
 }
 
-func (s *Server) closed(sess *session) { s.stats.open[dialect(sess.compat)].Add(-1) }
+func (s *Server) closed(conn chatConn) { s.stats.open[conn.dialect()].Add(-1) }

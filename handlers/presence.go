@@ -63,61 +63,61 @@ func membersJSON(users []string) []memberJSON {
 
 // joinPresence makes the connection present in its room. A Redis failure
 // does not stop the session: the next heartbeat adds it.
-func (s *session) joinPresence() {
-	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
+func (f *feed) joinPresence() {
+	ctx, cancel := context.WithTimeout(f.ctx, f.srv.cfg.RedisTimeout)
 	defer cancel()
-	member, err := s.srv.presence.Join(ctx, s.room, s.user)
-	s.member = member
+	member, err := f.srv.presence.Join(ctx, f.room, f.user)
+	f.member = member
 	if err != nil {
-		s.log.Warn("presence join failed; the next heartbeat retries", "err", err)
+		f.log.Warn("presence join failed; the next heartbeat retries", "err", err)
 	}
 }
 
 // leavePresence removes the connection; if Redis fails, it expires after the TTL.
-func (s *session) leavePresence() {
-	if s.member == "" {
+func (f *feed) leavePresence() {
+	if f.member == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.RedisTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), f.srv.cfg.RedisTimeout)
 	defer cancel()
-	if err := s.srv.presence.Leave(ctx, s.room, s.member); err != nil {
-		s.log.Warn("presence leave failed; the member expires after the TTL", "err", err)
+	if err := f.srv.presence.Leave(ctx, f.room, f.member); err != nil {
+		f.log.Warn("presence leave failed; the member expires after the TTL", "err", err)
 	}
 }
 
 // snapshot is the frame listing who is in the room, or nil for the
 // compatible dialect. Without Redis it is nil too: messaging goes on, and
 // join and leave events follow once Redis is back.
-func (s *session) snapshot() []byte {
-	if s.compat {
+func (f *feed) snapshot() []byte {
+	if f.compat {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
-	users, partial, err := s.srv.presence.Members(ctx, s.room)
+	ctx, cancel := context.WithTimeout(f.ctx, f.srv.cfg.RedisTimeout)
+	users, partial, err := f.srv.presence.Members(ctx, f.room)
 	cancel()
 	if err != nil {
-		s.log.Warn("presence snapshot failed", "err", err)
+		f.log.Warn("presence snapshot failed", "err", err)
 		return nil
 	}
-	return encode(snapshotFrame{Type: "presence", Room: s.room, Event: "snapshot", Members: membersJSON(users), Partial: partial})
+	return encode(snapshotFrame{Type: "presence", Room: f.room, Event: "snapshot", Members: membersJSON(users), Partial: partial})
 }
 
 // writeEvents writes the presence and read events that arrived since the
 // last pass and are for this connection (see forMe). Only the xroom
 // dialect gets them.
-func (s *session) writeEvents() error {
-	if s.compat {
+func (f *feed) writeEvents() error {
+	if f.compat {
 		return nil
 	}
 	var local [eventsPerPass]*streams.Event
 	for {
-		evs, seq := s.sub.Events(s.evSeq, local[:0])
-		s.evSeq = seq
+		evs, seq := f.sub.Events(f.evSeq, local[:0])
+		f.evSeq = seq
 		for _, ev := range evs {
-			if ev.Frame == nil || !s.forMe(ev) {
+			if ev.Frame == nil || !f.forMe(ev) {
 				continue
 			}
-			if err := s.writeText(ev.Frame); err != nil {
+			if err := f.sink.event(kindPresence, ev.Frame); err != nil {
 				return err
 			}
 		}
@@ -129,12 +129,12 @@ func (s *session) writeEvents() error {
 
 // forMe tells whether an event is for this connection: not the user's own
 // typing; a read event only on the same user's other connections.
-func (s *session) forMe(ev *streams.Event) bool {
+func (f *feed) forMe(ev *streams.Event) bool {
 	switch ev.Type {
 	case streams.EventTyping:
-		return ev.User != s.user
+		return ev.User != f.user
 	case streams.EventRead:
-		return ev.User == s.user && ev.Conn != s.reads.conn
+		return ev.User == f.user && (f.readConn == "" || ev.Conn != f.readConn)
 	}
 	return true
 }

@@ -36,9 +36,6 @@ var badIDRefusal = &refusal{code: codeBadID, message: "id is a stream ID such as
 
 // readState is a connection's part in read positions.
 type readState struct {
-	// conn names the connection in the read events it causes, so that it
-	// does not get its own back. Set before the session starts; read-only.
-	conn string
 	// marked is the position Redis last answered to this connection's
 	// marks (reader only): a mark at or before it needs no Redis call.
 	marked streams.ID
@@ -94,7 +91,7 @@ func (s *session) markRead(data []byte) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
 	defer cancel()
-	pos, _, err := s.srv.hub.Store().MarkRead(ctx, s.room, s.user, id, s.srv.readEvent(s.reads.conn))
+	pos, _, err := s.srv.hub.Store().MarkRead(ctx, s.room, s.user, id, s.srv.readEvent(s.readConn))
 	if err != nil {
 		s.log.Warn("read position not stored", "err", err)
 		s.queueError(&refusal{code: codeUnavailable, message: "the read position was not stored; send it again"})

@@ -48,6 +48,8 @@ type Config struct {
 	UnreadCap int
 	// WriteWait and RedisTimeout override writeWait and redisTimeout (tests).
 	WriteWait, RedisTimeout time.Duration
+	// SSEKeepAlive and SSERetry override sseKeepAlive and sseRetry (tests).
+	SSEKeepAlive, SSERetry time.Duration
 	// HeaderTimeout and IdleTimeout bound silent HTTP connections (edge.go;
 	// 0: DefaultHeaderTimeout, DefaultIdleTimeout). HTTPConns caps the
 	// connections still in HTTP (0: fasthttp's default); see netedge.Budget.
@@ -58,7 +60,7 @@ type Config struct {
 	Metrics *prometheus.Registry
 }
 
-// Server holds the routes and the open WebSocket sessions.
+// Server holds the routes and the open chat connections.
 type Server struct {
 	hub      *streams.Hub
 	presence *streams.Presence // its heartbeat runs from New to Shutdown
@@ -68,7 +70,7 @@ type Server struct {
 	guard *guard // limits across connections
 
 	mu       sync.Mutex
-	sessions map[*session]struct{}
+	conns    map[chatConn]struct{} // WebSocket sessions and SSE streams
 	stopping bool
 	running  sync.WaitGroup
 	stats    *serverStats
@@ -98,6 +100,12 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.RedisTimeout <= 0 {
 		cfg.RedisTimeout = redisTimeout
 	}
+	if cfg.SSEKeepAlive <= 0 {
+		cfg.SSEKeepAlive = sseKeepAlive
+	}
+	if cfg.SSERetry <= 0 {
+		cfg.SSERetry = sseRetry
+	}
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
@@ -111,7 +119,7 @@ func New(hub *streams.Hub, cfg Config) *Server {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
 	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
-	s := &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, sessions: map[*session]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
+	s := &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, conns: map[chatConn]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
 	if cfg.Metrics != nil {
 		s.registerMetrics(cfg.Metrics)
 	}
@@ -138,6 +146,7 @@ func (s *Server) App() *fiber.App {
 	api.Get("/rooms", s.authRead, s.listRooms)
 	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
+	api.Options("/rooms/:room/messages", s.preflight) // cors.go
 	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
 	s.readRoutes(api) // reads.go
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
@@ -150,6 +159,7 @@ func (s *Server) App() *fiber.App {
 		ReadBufferSize:  libraryReadBuffer,
 		WriteBufferPool: &s.gorillaBuffers,
 	}))
+	app.Get("/sse/chat/:room", s.validRoom, s.beforeStream, s.serveSSE) // sse.go
 	if s.cfg.Static != nil {
 		app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(s.cfg.Static), Index: "index.html"}))
 	}
@@ -193,14 +203,17 @@ func (s *Server) validRoom(c *fiber.Ctx) error {
 func (s *Server) serveWS(c *websocket.Conn) {
 	room := c.Params("room")
 	sess := &session{
-		srv:     s,
+		feed: feed{
+			srv:      s,
+			room:     room,
+			user:     c.Locals("user").(string),
+			compat:   c.Subprotocol() != Subprotocol,
+			readConn: streams.RandomName(8),
+		},
 		conn:    c.Conn,
-		room:    room,
-		user:    c.Locals("user").(string),
-		compat:  c.Subprotocol() != Subprotocol,
 		control: make(chan []byte, controlQueue),
-		reads:   readState{conn: streams.RandomName(8)},
 	}
+	sess.sink = &sess.wire
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()
 	if since, ok := c.Locals("since").(streams.ID); ok {
@@ -215,7 +228,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	if !s.track(sess) {
 		return
 	}
-	defer s.untrack(sess)
+	defer s.unregister(sess)
 	release, ok := s.admitIP(sess, c.Locals(ipKey).(netip.Addr))
 	if !ok {
 		return
@@ -230,9 +243,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		sess.refuse(websocket.CloseTryAgainLater, "redis unavailable", "the room is unavailable right now; reconnect to try again")
 		return
 	}
-	sess.sub = sub
-	sess.readyAt = sub.Head()
-	sess.evSeq = sub.EventSeq() // presence events from here on; before, the snapshot
+	sess.follow(sub)
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
@@ -244,64 +255,76 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sub.Close()
 }
 
-// track counts the session in, unless the server is stopping or holds
-// MaxConns sessions; then it closes it. This is the binding check: all the
-// handshakes racing past checkCapacity may not fit.
-func (s *Server) track(sess *session) bool {
+// chatConn is an open chat connection, a WebSocket session or an SSE
+// stream: what Shutdown and the metrics need of it.
+type chatConn interface {
+	goAway()      // ends it because the server is stopping
+	dialect() int // its dialects label
+}
+
+// register counts conn in, unless the server is stopping or holds MaxConns
+// connections: then it returns why not (refuseReasons: counted in). This
+// is the binding check: all the requests racing past checkCapacity may
+// not fit.
+func (s *Server) register(conn chatConn) refuseReason {
 	s.mu.Lock()
-	why := refuseReasons
+	defer s.mu.Unlock()
 	switch {
 	case s.stopping:
-		why = refusedStopping
-	case s.guard.limits.MaxConns > 0 && len(s.sessions) >= s.guard.limits.MaxConns:
-		why = refusedFull
-	default:
-		s.sessions[sess] = struct{}{}
-		s.opened(sess)
-		s.running.Add(1)
+		return refusedStopping
+	case s.guard.limits.MaxConns > 0 && len(s.conns) >= s.guard.limits.MaxConns:
+		return refusedFull
 	}
+	s.conns[conn] = struct{}{}
+	s.opened(conn)
+	s.running.Add(1)
+	return refuseReasons
+}
+
+func (s *Server) unregister(conn chatConn) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	s.closed(conn)
 	s.mu.Unlock()
+	s.running.Done()
+}
+
+// track registers a WebSocket session, or closes it when it may not be.
+func (s *Server) track(sess *session) bool {
+	why := s.register(sess)
 	switch why {
+	case refuseReasons:
+		return true
 	case refusedStopping:
 		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
 	case refusedFull:
 		sess.refuseWith(websocket.CloseTryAgainLater, "server full",
 			encode(errorFrame{Type: "error", Code: refuseNames[why], Message: "the server holds the most chat connections it takes; reconnect later"}))
-	default:
-		return true
 	}
 	s.refused(why, sess.log.remote)
 	return false
 }
 
-func (s *Server) untrack(sess *session) {
-	s.mu.Lock()
-	delete(s.sessions, sess)
-	s.closed(sess)
-	s.mu.Unlock()
-	s.running.Done()
-}
-
-// Connections is how many WebSocket sessions are open.
+// Connections is how many chat connections (WebSocket and SSE) are open.
 func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions)
+	return len(s.conns)
 }
 
-// Shutdown refuses new sessions, closes the open ones with 1001 (going
-// away) and waits for them to end. A message being stored when it is
-// called is stored and acknowledged first.
+// Shutdown refuses new connections, closes the open WebSockets with 1001
+// (going away), ends the SSE streams, and waits for them to end. A
+// message being stored when it is called is stored and acknowledged first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
-	open := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		open = append(open, sess)
+	open := make([]chatConn, 0, len(s.conns))
+	for conn := range s.conns {
+		open = append(open, conn)
 	}
 	s.mu.Unlock()
-	for _, sess := range open {
-		sess.goAway()
+	for _, conn := range open {
+		conn.goAway()
 	}
 	done := make(chan struct{})
 	go func() { s.running.Wait(); close(done) }()

@@ -52,30 +52,18 @@ const (
 // reads it; a writer goroutine runs only while there is something to write,
 // so an idle connection costs no goroutine of its own.
 type session struct {
-	srv    *Server
-	conn   *websocket.Conn
-	log    sessionLog
-	room   string
-	user   string
-	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
-
-	hasSince bool
-	since    streams.ID
-	epoch    string // the epoch the client last saw, if any
+	feed // what it is sent (feed.go), framed as WebSocket frames by wire
+	conn *websocket.Conn
 
 	rate    bucket       // messages this connection may send (reader only)
 	expires atomic.Int64 // when the token runs out (Unix ns); 0: no token, -1: ran out
 
-	sub     *streams.Subscription
 	control chan []byte
 	out     outbox // the reader's messages on their way to Redis (appends.go)
-	member  string // presence member "user:connid" (presence.go)
 	// lastTyping is when the reader last passed on a typing frame (unix ns).
 	lastTyping int64
-	reads      readState // the connection's name in read events, its last mark (reads.go)
-	// ctx ends with the session: Redis reads made for it stop then too.
-	ctx    context.Context
-	cancel context.CancelFunc
+	reads      readState          // its last mark (reads.go)
+	cancel     context.CancelFunc // ends ctx
 
 	mu      sync.Mutex
 	writing bool // a writer goroutine is running
@@ -96,15 +84,7 @@ type session struct {
 	connMu sync.RWMutex
 	gone   bool
 
-	// Owned by the writer.
-	joined  bool
-	ready   bool
-	readyAt streams.ID // entries up to here are history, after it live
-	cursor  streams.ID // the newest entry this connection has passed
-	evSeq   uint64     // the last presence event this connection has passed
-	wire    wire       // every byte to the client goes through it
-	// replayed counts the entries sent before ready, for metrics.
-	replayed int
+	wire wire // every byte to the client goes through it (owned by the writer)
 }
 
 // kick makes sure a writer runs to look for work. Safe from any goroutine; never blocks.
@@ -170,77 +150,32 @@ func (s *session) writePass(w wants) (more bool, err error) {
 	if done, err := s.writeControl(w); done || err != nil {
 		return false, err
 	}
-	if !s.joined {
-		ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.RedisTimeout)
-		err := s.join(ctx)
-		cancel()
-		if err != nil {
-			var we writeError
-			if !errors.As(err, &we) { // Redis failed, the socket did not
-				s.giveUp("history is unavailable right now; reconnect to try again", err)
-			}
-			return false, err
+	if err := s.joinOnce(); err != nil {
+		var we writeError
+		if !errors.As(err, &we) { // Redis failed, the socket did not
+			s.giveUp("history is unavailable right now; reconnect to try again", err)
 		}
-		s.joined = true
+		return false, err
 	}
 	if err := s.drainControl(); err != nil {
 		return false, err
 	}
-	// Served from memory unless this connection is behind; the hub bounds
-	// the Redis read then.
-	buf := s.wire.entries() // pooled: an idle connection holds none
-	entries, next, err := s.sub.Next(s.ctx, s.cursor, buf)
-	if err == nil && !s.ready && len(entries) == 0 && next == s.cursor && s.cursor.Less(s.readyAt) {
-		// The buffer has nothing newer, yet the replay is not done: the
-		// tail may be behind (Redis says), or the stream was reset (Redis
-		// has nothing after the cursor: the history ends here).
-		entries, next, err = s.sub.Read(s.ctx, s.cursor, buf)
-	}
-	if errors.Is(err, streams.ErrUnavailable) {
-		// The room cannot be tailed now: say so, and let the client come
-		// back (with since=) rather than wait on silence.
-		s.giveUp("the room is unavailable right now; reconnect to try again", err)
-		return false, err
-	}
-	if err != nil {
-		s.log.Warn("reading the room failed; retrying", "err", err)
-		time.AfterFunc(retryDelay, s.kick)
-		return false, nil
-	}
-	if err := s.announceGap(); err != nil { // gap.go
-		return false, err
-	}
-	for _, e := range entries {
-		if !s.ready && s.readyAt.Less(e.ID) {
-			// Past the history: what follows is live, and comes after ready.
-			if err := s.becomeReady(s.readyAt); err != nil {
-				return false, err
-			}
-		}
-		if e.Frame == nil {
-			continue // an entry without a message
-		}
-		if err := s.wire.data(e.Frame); err != nil {
+	more, err = s.writeEntries(s.wire.entries()) // pooled: an idle connection holds none
+	if err != nil {                              // re declared here: taking its address makes it escape, and most passes succeed
+		var re readError
+		switch {
+		case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
+			// The room cannot be tailed now: say so, and let the client come
+			// back (with since=) rather than wait on silence.
+			s.giveUp("the room is unavailable right now; reconnect to try again", err)
 			return false, err
-		}
-		if !s.ready {
-			s.replayed++
-		}
-	}
-	stuck := len(entries) == 0 && next == s.cursor
-	s.cursor = next
-	// stuck only if the stream was reset under us: take what we have as the history.
-	if !s.ready && (stuck || !s.cursor.Less(s.readyAt)) {
-		if err := s.becomeReady(s.cursor); err != nil {
-			return false, err
+		case errors.As(err, &re):
+			s.log.Warn("reading the room failed; retrying", "err", err)
+			time.AfterFunc(retryDelay, s.kick)
+			return false, nil
 		}
 	}
-	if s.ready {
-		if err := s.writeEvents(); err != nil {
-			return false, err
-		}
-	}
-	return !s.ready || len(entries) == cap(buf), nil
+	return more, err
 }
 
 // drainControl writes the acks and errors waiting in the queue.
@@ -264,14 +199,6 @@ func (s *session) giveUp(message string, err error) {
 	s.log.Warn("cannot serve the room", "err", err)
 	_ = s.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: message}))
 	_ = s.wire.control(opClose, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"))
-}
-
-// send writes a frame that only the xroom dialect gets.
-func (s *session) send(v any) error {
-	if s.compat {
-		return nil
-	}
-	return s.writeText(encode(v))
 }
 
 // writeText adds a JSON payload as a text frame to the pass's write.

@@ -3,7 +3,6 @@ package handlers
 import (
 	"encoding/base64"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/gofiber/contrib/websocket"
@@ -24,20 +23,38 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 	if ok, err := checkHandshake(c); !ok {
 		return err
 	}
+	return s.beforeJoin(c, sinceFromQuery)
+}
+
+// sinceSource says where a chat request's resume position may come from.
+type sinceSource int
+
+const (
+	sinceFromQuery sinceSource = iota // ?since= (WebSocket)
+	// sinceFromEventID: the Last-Event-ID header, else ?since= (SSE). The
+	// header wins: an EventSource reconnects to the URL it was opened
+	// with, so its ?since= is stale once an event with an id came.
+	sinceFromEventID
+)
+
+// lastEventIDKey marks a since that came as Last-Event-ID (sse.go).
+const lastEventIDKey = "xroom.lastEventID"
+
+// beforeJoin runs the checks every chat connection passes before it is
+// served, WebSocket or SSE, in this order: origin, connections from the
+// address, since, user, token, epoch, capacity. What they find is left
+// in the request's locals (ipKey, since, user, claimsKey, epoch).
+func (s *Server) beforeJoin(c *fiber.Ctx, from sinceSource) error {
 	if !s.originAllowed(c) {
 		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
 	}
 	if ok, err := s.checkIP(c); !ok {
 		return err
 	}
-	args := c.Context().QueryArgs()
-	if args.Has("since") {
-		since, err := streams.ParseID(string(args.Peek("since")))
-		if err != nil {
-			return apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
-		}
-		c.Locals("since", since)
+	if ok, err := readSince(c, from); !ok {
+		return err
 	}
+	args := c.Context().QueryArgs()
 	user := "anon-" + streams.RandomName(4)
 	if args.Has("user") {
 		user = string(args.Peek("user"))
@@ -46,7 +63,7 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 		}
 	}
 	c.Locals("user", user)
-	if ok, err := s.authWS(c); !ok {
+	if ok, err := s.authChat(c); !ok {
 		return err
 	}
 	if args.Has("epoch") {
@@ -57,6 +74,32 @@ func (s *Server) beforeUpgrade(c *fiber.Ctx) error {
 		c.Locals("epoch", epoch)
 	}
 	return s.checkCapacity(c)
+}
+
+// readSince reads the resume position into the locals ("since", and
+// lastEventIDKey when it came as Last-Event-ID). An empty Last-Event-ID
+// is no position (EventSource sends none then; other clients may).
+func readSince(c *fiber.Ctx, from sinceSource) (bool, error) {
+	if from == sinceFromEventID {
+		if raw := c.Get("Last-Event-ID"); raw != "" {
+			since, err := streams.ParseID(raw)
+			if err != nil {
+				return false, apiError(c, fiber.StatusBadRequest, "bad_last_event_id", "Last-Event-ID is the id of an event of this stream: a stream ID such as 1732380000000-0")
+			}
+			c.Locals("since", since)
+			c.Locals(lastEventIDKey, true)
+			return true, nil
+		}
+	}
+	args := c.Context().QueryArgs()
+	if args.Has("since") {
+		since, err := streams.ParseID(string(args.Peek("since")))
+		if err != nil {
+			return false, apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
+		}
+		c.Locals("since", since)
+	}
+	return true, nil
 }
 
 // checkHandshake holds the client's handshake to RFC 6455 (4.2.1, 4.2.2)
@@ -96,7 +139,7 @@ func hasToken(list, token string) bool {
 // read and retry on, where a server out of descriptors could only drop it.
 func (s *Server) checkCapacity(c *fiber.Ctx) error {
 	s.mu.Lock()
-	stopping, open := s.stopping, len(s.sessions)
+	stopping, open := s.stopping, len(s.conns)
 	s.mu.Unlock()
 	if stopping {
 		return s.refuseHandshake(c, refusedStopping, fiber.StatusServiceUnavailable, "the server is shutting down; reconnect")
@@ -119,20 +162,4 @@ func validEpoch(e string) bool {
 		}
 	}
 	return true
-}
-
-// originAllowed stops cross-site WebSocket hijacking: a browser page from
-// another origin may connect only when ALLOWED_ORIGINS names it.
-func (s *Server) originAllowed(c *fiber.Ctx) bool {
-	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" {
-		return true // not a browser: nothing to hijack
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, string(c.Request().Host()))
 }

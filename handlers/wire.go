@@ -189,6 +189,18 @@ func (w *wire) frame(f []byte) error {
 	return nil
 }
 
+// fit makes room for n more bytes: a buffer from the pool, and what is
+// gathered written first when n more would pass flushAt.
+func (w *wire) fit(n int) error {
+	if w.buf == nil {
+		w.buf = bufferPool.Get().(*[]byte)
+	}
+	if len(*w.buf)+n > flushAt && len(*w.buf) > 0 {
+		return w.flush()
+	}
+	return nil
+}
+
 // data appends a complete text frame that carries a chat entry.
 func (w *wire) data(f []byte) error {
 	if w.closed {
@@ -277,3 +289,9 @@ func (w *wire) release() {
 	}
 	w.buf = nil
 }
+
+// entry, ready and event make wire the frameSink of WebSocket sessions:
+// the hub's frame as is, and text frames for the rest.
+func (w *wire) entry(e *streams.Entry) error             { return w.data(e.Frame) }
+func (w *wire) ready(_ streams.ID, payload []byte) error { return w.text(payload) }
+func (w *wire) event(_ string, payload []byte) error     { return w.text(payload) }

@@ -12,6 +12,8 @@ import {
 import {
   ReadMarker, badgeText, firstUnread, lobbyRooms, readUrl, unreadAfter, unreadByRoom, unreadUrl,
 } from "./logic.js";
+  EventStream, SEND_REFUSALS, SSE, WEBSOCKET, openWebSocket, shouldFallBack, streamUrl, transportFromSearch,
+} from "./transport.js";
 
 const SUBPROTOCOL = "xroom.v1";
 const USER_KEY = "xroom.user";
@@ -21,17 +23,21 @@ const ROOMS_REFRESH_MS = 15000; // the lobby's "last activity" stays fresh witho
 const OLDER_PAGE = 50; // messages per scroll-up page
 const OLDER_TRIGGER_PX = 80; // how close to the top of the log before the next older page loads
 // Error codes that refuse one frame we sent (the message was not stored).
-const REFUSALS = new Set(["bad_json", "bad_utf8", "bad_client_id", "empty", "too_large", "rate_limited", "unknown_type"]);
+const REFUSALS = new Set(["bad_json", "bad_utf8", "bad_client_id", "empty", "too_large", "rate_limited", "unknown_type", ...SEND_REFUSALS]);
 // How long to wait before resending a message the server could not store.
 const RETRY_UNAVAILABLE_MS = 2000;
 // Passed on to the WebSocket when the page was opened with ?token=.
 const TOKEN = tokenFromSearch(location.search);
 // With a token the server takes the name from it (and refuses another one).
 const TOKEN_USER = tokenSubject(TOKEN);
+// How the page talks to the server (transport.js): WebSocket, unless
+// ?transport=sse asks for Server-Sent Events, or WebSockets never open here.
+let transport = transportFromSearch(location.search) || WEBSOCKET;
+let wsEverOpened = false; // a WebSocket opened in this page: the network takes them
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  status: $("status"), countdown: $("countdown"), retry: $("retry"),
+  status: $("status"), countdown: $("countdown"), retry: $("retry"), transport: $("transport"),
   join: $("join"), user: $("user"), userError: $("user-error"),
   room: $("room"), roomError: $("room-error"), leave: $("leave-btn"),
   roomsList: $("rooms-list"), roomsNote: $("rooms-note"), roomsRefresh: $("rooms-refresh"),
@@ -52,7 +58,7 @@ function newSession(room, user) {
     historyDone: false, // the oldest retained message is shown
     loadingOlder: null, // AbortController of the older page being fetched
     epoch: null,      // from ready; lets the server tell us the history was reset
-    conn: null,       // {ws, opened, ready, inflight: [client_id...], typingOff}
+    conn: null,       // {ws, kind, opened, ready, inflight: [client_id...], typingOff}; ws is a WebSocket or an EventStream
     attempt: 0,       // reconnect attempts since the last ready
     failedOpens: 0,   // consecutive sockets that never opened
     timer: 0, tick: 0, reconnectAt: 0,
@@ -224,21 +230,27 @@ function connect() {
   }
   s.halted = false;
   setStatus("connecting", "connecting…");
-  const url = chatUrl(location, s.room, { user: s.user, since: s.lastId, epoch: s.epoch, token: TOKEN });
+  const kind = transport;
+  showTransport(kind);
+  const opts = { user: s.user, since: s.lastId, epoch: s.epoch, token: TOKEN };
   let ws;
   try {
-    ws = new WebSocket(url, SUBPROTOCOL);
+    ws = kind === SSE
+      ? new EventStream({ url: streamUrl(location, s.room, opts), room: s.room, user: s.user, token: TOKEN })
+      : openWebSocket(chatUrl(location, s.room, opts), SUBPROTOCOL);
   } catch (err) {
     notice(`Cannot open a connection: ${err.message}`, "error");
     scheduleReconnect(s);
     return;
   }
-  const conn = { ws, opened: false, ready: false, inflight: [], typingOff: false };
+  // Typing has no way over HTTP: an event stream does not send it.
+  const conn = { ws, kind, opened: false, ready: false, inflight: [], typingOff: kind === SSE };
   s.conn = conn;
   ws.onopen = () => {
     if (session !== s || s.conn !== conn) return;
     conn.opened = true;
     s.failedOpens = 0;
+    if (kind === WEBSOCKET) wsEverOpened = true;
     if (ws.protocol !== SUBPROTOCOL) {
       // Without xroom.v1 there is no ready/ack: we could never send safely.
       notice(`The server did not accept the ${SUBPROTOCOL} protocol.`, "error");
@@ -260,6 +272,28 @@ function connect() {
     if (session !== s || s.conn !== conn) return;
     handleClose(s, conn, ev);
   };
+  ws.oninterrupt = () => {
+    if (session !== s || s.conn !== conn) return;
+    handleInterrupt(s, conn);
+  };
+}
+
+// The event stream dropped and EventSource is coming back by itself (with
+// Last-Event-ID): as after a close, but the page does not reconnect.
+function handleInterrupt(s, conn) {
+  conn.ready = false;
+  s.outbox.disconnected();
+  for (const e of s.outbox.queued()) e.status.textContent = "waiting for the connection…";
+  setStatus("connecting", "reconnecting…");
+}
+
+// Shows, discreetly, how the page talks to the server.
+function showTransport(kind) {
+  ui.transport.textContent = kind === SSE ? "SSE" : "WebSocket";
+  ui.transport.title = kind === SSE
+    ? "Server-Sent Events: messages arrive over plain HTTP and are sent with POST"
+    : "WebSocket";
+  ui.transport.hidden = false;
 }
 
 function handleClose(s, conn, ev) {
@@ -274,7 +308,16 @@ function handleClose(s, conn, ev) {
     const big = s.outbox.take(biggestInflight(s, conn));
     if (big) fail(s, big, "too_large");
   }
-  if (!conn.opened && ++s.failedOpens === 3) {
+  if (!conn.opened) s.failedOpens++;
+  if (shouldFallBack({ kind: conn.kind, opened: conn.opened, everOpened: wsEverOpened, failedOpens: s.failedOpens })) {
+    // WebSockets never open from here (a proxy that refuses them, say):
+    // Server-Sent Events over plain HTTP, from now on in this page.
+    transport = SSE;
+    s.failedOpens = 0;
+    s.attempt = 0;
+    notice("WebSockets cannot connect from here: using Server-Sent Events instead.", "info");
+  }
+  if (!conn.opened && s.failedOpens === 3) {
     notice("Cannot connect. The server may be down, or it refused this room or name.", "warn");
   }
   if (s.halted || isPolicyClose(ev.code)) {
@@ -947,10 +990,11 @@ function flushRead(s) {
   scheduleBadges();
 }
 
-// Tells the server: on the socket when it is up, else over HTTP.
+// Tells the server: on the socket when it is up, else (no socket, or an
+// event stream, which only sends messages) over HTTP.
 function sendRead(s, id) {
   const ws = s.conn?.ws;
-  if (ws && s.conn.ready && ws.readyState === WebSocket.OPEN) {
+  if (ws instanceof WebSocket && s.conn.ready && ws.readyState === WebSocket.OPEN) {
     ws.send(JSON.stringify({ type: "read", id }));
     return Promise.resolve();
   }

@@ -130,3 +130,13 @@ func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) erro
 	s.hub.stats.Gaps.Add(1)
 	return nil
 }
+
+// Holds reports whether the room's stream holds the entry id.
+func (s *Store) Holds(ctx context.Context, room string, id ID) (bool, error) {
+	key := s.keys.Messages(room)
+	msgs, err := s.rdb.XRangeN(ctx, key, id.String(), id.String(), 1).Result()
+	if err != nil {
+		return false, fmt.Errorf("look for %s in %s: %w", id, key, err)
+	}
+	return len(msgs) == 1, nil
+}

@@ -143,3 +143,24 @@ func TestStoreHistoryBeyond(t *testing.T) {
 		t.Fatal("Beyond: the last handed-out ID is not beyond, the next one and MaxID are")
 	}
 }
+
+func TestStoreHoldsOnlyTheEntriesItHas(t *testing.T) {
+	e := newEnv(t, streams.Options{})
+	ids := e.addN("holds", "ana", 3)
+	e.rdb.XDel(ctx10(t), e.key("holds"), ids[1].String())
+	for _, tc := range []struct {
+		id   streams.ID
+		want bool
+	}{
+		{ids[0], true}, {ids[1], false}, {ids[2], true},
+		{ids[2].Next(), false}, {streams.Zero, false},
+	} {
+		got, err := e.store.Holds(ctx10(t), "holds", tc.id)
+		if err != nil || got != tc.want {
+			t.Errorf("Holds(%v) = %v, %v; want %v", tc.id, got, err, tc.want)
+		}
+	}
+	if got, err := e.store.Holds(ctx10(t), "nowhere", ids[0]); err != nil || got {
+		t.Errorf("Holds in a room without a stream = %v, %v", got, err)
+	}
+}

@@ -1,0 +1,161 @@
+package handlers
+
+// The feed: what a chat connection is sent, whatever carries it. A
+// WebSocket session and an SSE stream each embed one, and differ only in
+// how frames are put on the wire (frameSink) and in what else they do.
+
+import (
+	"context"
+
+	"github.com/xroom/xroom/streams"
+)
+
+// frameSink is where a feed's frames go: the framing of one transport.
+type frameSink interface {
+	// entry adds a chat entry; e.Frame is the WebSocket text frame the hub
+	// encoded once for every connection.
+	entry(e *streams.Entry) error
+	// ready adds the ready frame; last is its last_id, where a client
+	// that reconnects resumes.
+	ready(last streams.ID, payload []byte) error
+	// event adds any other frame: its type (gap, presence, error) and its
+	// JSON.
+	event(kind string, payload []byte) error
+}
+
+// Frame types of what a feed writes besides entries.
+const (
+	kindReady    = "ready"
+	kindGap      = "gap"
+	kindPresence = "presence"
+	kindError    = "error"
+)
+
+// feed is a connection's position in its room and the resume plan that
+// got it there: the join (gap, replay from since, history), ready, live
+// entries and presence events. Everything in it is owned by the
+// connection's one writer, except what is set before the writer starts.
+type feed struct {
+	srv    *Server
+	log    sessionLog
+	room   string
+	user   string
+	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
+
+	hasSince bool
+	since    streams.ID
+	epoch    string // the epoch the client last saw, if any
+	// sinceIsEventID: since came as an SSE Last-Event-ID, which moves on
+	// while the epoch in the stream's URL stays what it was (staleEpoch).
+	sinceIsEventID bool
+
+	sub    *streams.Subscription
+	member string // presence member "user:connid" (presence.go)
+	// readConn names the connection in the read events it causes, so that
+	// it does not get its own back (reads.go); empty on SSE, whose marks
+	// come over HTTP with no connection. Set before the start; read-only.
+	readConn string
+	// ctx ends with the connection: Redis reads made for it stop then too.
+	ctx  context.Context
+	sink frameSink
+
+	// Owned by the writer.
+	joined  bool
+	ready   bool
+	readyAt streams.ID // entries up to here are history, after it live
+	cursor  streams.ID // the newest entry this connection has passed
+	evSeq   uint64     // the last presence event this connection has passed
+	// replayed counts the entries sent before ready, for metrics.
+	replayed int
+}
+
+// follow records the room's subscription: the replay ends at what the
+// tail has read now, and presence events are passed from here on (before,
+// the snapshot covers them).
+func (f *feed) follow(sub *streams.Subscription) {
+	f.sub = sub
+	f.readyAt = sub.Head()
+	f.evSeq = sub.EventSeq()
+}
+
+// joinOnce runs the join on the writer's first pass, within the Redis timeout.
+func (f *feed) joinOnce() error {
+	if f.joined {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, f.srv.cfg.RedisTimeout)
+	defer cancel()
+	if err := f.join(ctx); err != nil {
+		return err
+	}
+	f.joined = true
+	return nil
+}
+
+// readError is a failed read of the room (as opposed to a failed write to
+// the client). When it wraps streams.ErrUnavailable the room cannot be
+// served now; otherwise the writer tries again after retryDelay.
+type readError struct{ error }
+
+func (e readError) Unwrap() error { return e.error }
+
+// sendGap writes a gap frame; only the xroom dialect gets it.
+func (f *feed) sendGap(reason string, oldest streams.ID) error {
+	if f.compat {
+		return nil
+	}
+	return f.sink.event(kindGap, encode(gapFrame{Type: kindGap, Reason: reason, OldestID: oldest.String()}))
+}
+
+// writeEntries writes one batch of the room's entries after the cursor,
+// ready when the replay ends, and the presence events that came since
+// the last pass. buf (batchSize long) holds the batch. more reports that
+// another pass is due right away.
+func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
+	// Served from memory unless this connection is behind; the hub bounds
+	// the Redis read then.
+	entries, next, err := f.sub.Next(f.ctx, f.cursor, buf)
+	if err == nil && !f.ready && len(entries) == 0 && next == f.cursor && f.cursor.Less(f.readyAt) {
+		// The buffer has nothing newer, yet the replay is not done: the
+		// tail may be behind (Redis says), or the stream was reset (Redis
+		// has nothing after the cursor: the history ends here).
+		entries, next, err = f.sub.Read(f.ctx, f.cursor, buf)
+	}
+	if err != nil {
+		return false, readError{err}
+	}
+	if err := f.announceGap(); err != nil { // gap.go
+		return false, err
+	}
+	for _, e := range entries {
+		if !f.ready && f.readyAt.Less(e.ID) {
+			// Past the history: what follows is live, and comes after ready.
+			if err := f.becomeReady(f.readyAt); err != nil {
+				return false, err
+			}
+		}
+		if e.Frame == nil {
+			continue // an entry without a message
+		}
+		if err := f.sink.entry(e); err != nil {
+			return false, err
+		}
+		if !f.ready {
+			f.replayed++
+		}
+	}
+	stuck := len(entries) == 0 && next == f.cursor
+	f.cursor = next
+	// stuck only if the stream was reset under us: take what we have as the history.
+	if !f.ready && (stuck || !f.cursor.Less(f.readyAt)) {
+		if err := f.becomeReady(f.cursor); err != nil {
+			return false, err
+		}
+	}
+	if f.ready {
+		if err := f.writeEvents(); err != nil {
+			return false, err
+		}
+	}
+	return !f.ready || len(entries) == cap(buf), nil
+}
