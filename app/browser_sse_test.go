@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
+	"github.com/xroom/xroom/internal/redistest"
 )
 
 // Browser tests of the page on Server-Sent Events (static/transport.js):
@@ -192,8 +192,7 @@ func TestBrowserSSEWithAuthToken(t *testing.T) {
 	b := startBrowser(t)
 	const room = "sse-auth"
 	erin := b.open("erin", p.base+"/?transport=sse&token="+tok+"#room="+room)
-	erin.do("join", chromedp.WaitVisible(chromedp.CSS("#join-btn")), chromedp.Click(chromedp.CSS("#join-btn")))
-	erin.waitConnected()
+	erin.waitConnected() // the page joins the room in its address by itself, as the token's user
 	erin.say("signed and streamed")
 	erin.waitSettled("signed and streamed")
 	var page struct {
@@ -207,4 +206,23 @@ func TestBrowserSSEWithAuthToken(t *testing.T) {
 		t.Fatalf("transport %q", got)
 	}
 	erin.screenshot("room")
+}
+
+// A page on an event stream marks read too (over HTTP: the stream only
+// carries what the server sends): the messages in view move its read
+// position in Redis, and a mark from the same user's other device clears
+// what it counted.
+func TestBrowserSSEPageMarksRead(t *testing.T) {
+	p, env := browserServer(t, nil)
+	rdb := redistest.Shared(t).Client(t)
+	b := startBrowser(t)
+	const room = "sse-reads"
+	alice := b.joinOn(p.base+"/?transport=sse", "alice", room)
+	var last string
+	for i := range 3 {
+		last = publish(t, p.base, room, "bob", fmt.Sprintf("news %d", i))
+	}
+	alice.waitSettled("news 0", "news 1", "news 2")
+	waitPosition(t, rdb, env["CHAT_PREFIX"], room, "alice", last)
+	alice.screenshot("marked")
 }

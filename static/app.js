@@ -12,6 +12,7 @@ import {
 import {
   ReadMarker, badgeText, firstUnread, lobbyRooms, readUrl, unreadAfter, unreadByRoom, unreadUrl,
 } from "./logic.js";
+import {
   EventStream, SEND_REFUSALS, SSE, WEBSOCKET, openWebSocket, shouldFallBack, streamUrl, transportFromSearch,
 } from "./transport.js";
 
