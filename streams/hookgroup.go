@@ -115,6 +115,9 @@ type HookBatch struct {
 	// ClaimedFrom names the consumer the batch was taken from, when it had
 	// sat idle for ClaimAfter; "" for new entries.
 	ClaimedFrom string
+	// Pending: the batch was pending already (claimed, or this consumer's
+	// own read again), so newer entries may be waiting behind it.
+	Pending bool
 }
 
 // IDs lists the batch's entry IDs.
@@ -162,7 +165,7 @@ func (g *HookGroup) Next(ctx context.Context, room string) (HookBatch, error) {
 	case "none":
 		return b, nil
 	case "new", "mine", "claimed":
-		b.Entries = scriptEntries(res[1])
+		b.Entries, b.Pending = scriptEntries(res[1]), kind != "new"
 		if kind == "claimed" && len(res) > 2 {
 			b.ClaimedFrom = asString(res[2])
 		}
@@ -252,15 +255,26 @@ func (g *HookGroup) Bury(ctx context.Context, room string, entries []Entry, why 
 	return n == 1, nil
 }
 
-// Leave removes this consumer from the room's group when it holds nothing
-// there.
-func (g *HookGroup) Leave(ctx context.Context, room string) error {
-	key := g.store.keys.Messages(room)
-	if err := hookLeave.Run(ctx, g.store.rdb, []string{key}, HookGroupName, g.opt.Consumer).Err(); err != nil {
-		return fmt.Errorf("leave the webhook group of %s: %w", key, err)
+// LeaveAll removes this consumer from the groups of rooms where it holds
+// nothing (a graceful stop), so that consumers of instances long gone do
+// not pile up in XINFO CONSUMERS. One pipeline per leaveChunk rooms.
+func (g *HookGroup) LeaveAll(ctx context.Context, rooms []string) error {
+	for len(rooms) > 0 {
+		n := min(len(rooms), leaveChunk)
+		pipe := g.store.rdb.Pipeline()
+		for _, room := range rooms[:n] {
+			hookLeave.Eval(ctx, pipe, []string{g.store.keys.Messages(room)}, HookGroupName, g.opt.Consumer)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("leave the webhook groups: %w", err)
+		}
+		rooms = rooms[n:]
 	}
 	return nil
 }
+
+// leaveChunk bounds one LeaveAll pipeline.
+const leaveChunk = 500
 
 func idStrings(ids []ID) []string {
 	out := make([]string, len(ids))

@@ -61,7 +61,7 @@ func TestHookGroupOneBatchAtATime(t *testing.T) {
 	first := e.addTagged("r", 5, "first")
 
 	got := mustNext(t, a, "r")
-	if !slices.Equal(got.IDs(), first) || got.ClaimedFrom != "" {
+	if !slices.Equal(got.IDs(), first) || got.ClaimedFrom != "" || got.Pending {
 		t.Fatalf("a got %v (claimed from %q), want %v", got.IDs(), got.ClaimedFrom, first)
 	}
 	e.addTagged("r", 3, "second")
@@ -107,7 +107,7 @@ func TestHookGroupClaimsAbandonedBatch(t *testing.T) {
 	busy := wantBusy(t, b, "r")
 	time.Sleep(busy.RetryIn)
 	got := mustNext(t, b, "r")
-	if !slices.Equal(got.IDs(), ids) || got.ClaimedFrom != "a" {
+	if !slices.Equal(got.IDs(), ids) || got.ClaimedFrom != "a" || !got.Pending {
 		t.Fatalf("b got %v claimed from %q, want a's %v", got.IDs(), got.ClaimedFrom, ids)
 	}
 	consumers, err := e.rdb.XInfoConsumers(ctx10(t), e.key("r"), streams.HookGroupName).Result()
@@ -238,11 +238,11 @@ func TestHookGroupMissingAndRecreatedRoom(t *testing.T) {
 	if err := g.Ack(ctx10(t), "r", again); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Leave(ctx10(t), "r"); err != nil {
+	if err := g.LeaveAll(ctx10(t), []string{"r", "nothing"}); err != nil {
 		t.Fatal(err)
 	}
 	if cs, _ := e.rdb.XInfoConsumers(ctx10(t), e.key("r"), streams.HookGroupName).Result(); len(cs) != 0 {
-		t.Fatalf("consumers after Leave: %+v", cs)
+		t.Fatalf("consumers after LeaveAll: %+v", cs)
 	}
 }
 
