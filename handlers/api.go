@@ -4,10 +4,8 @@ package handlers
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -141,13 +139,8 @@ type publishBody struct {
 
 // publish stores a message sent by a trusted backend.
 func (s *Server) publish(c *fiber.Ctx) error {
-	if s.cfg.APIKey == "" {
-		return apiError(c, fiber.StatusForbidden, "publish_disabled", "publishing over HTTP is off: set API_KEY on the server")
-	}
-	key, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
-		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="xroom"`)
-		return apiError(c, fiber.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <API_KEY>")
+	if ok, err := s.checkAPIKey(c, "publish_disabled", "publishing over HTTP is off: set API_KEY on the server"); !ok {
+		return err
 	}
 	if !utf8.Valid(c.Body()) { // json.Unmarshal would store U+FFFD in its place
 		return apiError(c, fiber.StatusBadRequest, codeBadUTF8, "the body is not valid UTF-8")
@@ -176,6 +169,9 @@ func (s *Server) publish(c *fiber.Ctx) error {
 			return apiError(c, fiber.StatusBadRequest, codeBadClientID, "client_id is 1 to 64 characters from A-Z a-z 0-9 . _ -")
 		}
 		m.ClientID = *body.ClientID
+	}
+	if ok, err := s.vetPublish(c, c.Params("room"), &m); !ok { // the publish hook (hooks.go)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()

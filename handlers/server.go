@@ -53,6 +53,11 @@ type Config struct {
 	// Metrics, when set, gets the server's and the hub's metrics registered
 	// and is served at GET /metrics.
 	Metrics *prometheus.Registry
+	// PublishHook, when set, is asked before each message is stored, from
+	// the WebSocket and the HTTP API (hooks.go).
+	PublishHook PublishHook
+	// Hooks, when set, reports webhook delivery at GET /api/hooks.
+	Hooks HooksStatus
 }
 
 // Server holds the routes and the open WebSocket sessions.
@@ -133,6 +138,7 @@ func (s *Server) App() *fiber.App {
 	api.Get("/rooms/:room/messages", s.validRoom, s.authRead, s.history)
 	api.Post("/rooms/:room/messages", s.validRoom, s.publish)
 	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
+	api.Get("/hooks", s.hooksStatus)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
