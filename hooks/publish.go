@@ -50,9 +50,12 @@ type PublishOptions struct {
 
 const (
 	defaultPublishTimeout = 2 * time.Second
-	// publishConns is how many connections to the hook stay open: every
-	// sender waits on it, so a busy server keeps many requests in flight.
-	publishConns = 256
+	// publishIdle is how many connections to the hook stay open between
+	// requests: every sender waits on it, so a busy server keeps many in
+	// flight. publishConns caps them: beyond it requests wait for one (and
+	// time out as configured), rather than open thousands.
+	publishIdle  = 256
+	publishConns = 1024
 	// maxRefusalMessage bounds the reason shown to the sender.
 	maxRefusalMessage = 1000
 )
@@ -74,7 +77,7 @@ func NewPublishHook(opt PublishOptions) *PublishHook {
 		opt.Logger = slog.Default()
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = publishConns
+	tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = publishIdle, publishConns
 	p := &PublishHook{opt: opt, log: opt.Logger.With("component", "publish_hook"),
 		client: &http.Client{Timeout: opt.Timeout, Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
@@ -312,4 +313,64 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// On a Redis Cluster every command of delivery stays in its room's slot,
+// and rooms on every primary are found and delivered.
+func TestWebhooksOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	cc := c.Client(t)
+	prefix := redistest.Prefix(t)
+	e := &env{t: t, prefix: prefix, store: streams.NewStore(cc, streams.Options{Prefix: prefix})}
+	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
+	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: quiet()})
+	t.Cleanup(func() { _ = e.hub.Close() })
+	rc := newReceiver(t, func(r *request) int {
+		for _, m := range r.Messages {
+			if m.Message == "poison" {
+				return http.StatusBadRequest
+			}
+		}
+		return http.StatusOK
+	})
+	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 2 })
+	poison, err := cc.XAdd(ctx10(t), &redis.XAddArgs{Stream: e.key("c"), Values: []any{"user", "cli", "message", "poison"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead letter", func() bool { return cc.XLen(context.Background(), prefix+":{c}:hooks:dead").Val() == 1 })
+	rooms := []string{"a", "b", "c", "d", "e", "f"}
+	want := map[string][]string{}
+	for i := range 5 {
+		for _, room := range rooms {
+			var id string
+			if i%2 == 0 {
+				sid, _, err := e.store.Append(ctx10(t), room, streams.Message{User: "u", Text: fmt.Sprint(i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = sid.String()
+			} else {
+				var err error
+				id, err = cc.XAdd(ctx10(t), &redis.XAddArgs{Stream: e.key(room), Values: []any{"user", "cli", "message", fmt.Sprint(i)}}).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			want[room] = append(want[room], id)
+		}
+	}
+	waitFor(t, "every room delivered", func() bool {
+		got := rc.delivered()
+		for _, room := range rooms {
+			if !slices.Equal(got[room], want[room]) {
+				return false
+			}
+		}
+		return true
+	})
+	dead, err := e.store.DeadLetters(ctx10(t), "c", streams.Zero, 10)
+	if err != nil || len(dead) != 1 || dead[0].Entry.ID.String() != poison || dead[0].Status != 400 {
+		t.Fatalf("dead letters of c: %+v, %v", dead, err)
+	}
 }

@@ -133,6 +133,10 @@ func (b *bells) follow() {
 // follow).
 func (b *bells) watch(w *RoomWatch) {
 	b.mu.Lock()
+	if b.h.ctx.Err() != nil { // the hub is closing: closeAll, under b.mu, stops no bell made after it
+		b.mu.Unlock()
+		return
+	}
 	b.watcher = w
 	if _, cluster := b.h.store.rdb.(*redis.ClusterClient); !cluster {
 		bl := b.byAddr[""]
@@ -172,7 +176,7 @@ func (b *bells) watchPrimaries() {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.watcher != w {
+	if b.watcher != w || h.ctx.Err() != nil {
 		return
 	}
 	for addr, c := range primaries {

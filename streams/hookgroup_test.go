@@ -275,3 +275,23 @@ func TestHookGroupOnMiniredis(t *testing.T) {
 		t.Fatalf("dead letters %+v, %v", dead, err)
 	}
 }
+
+// A dead consumer's batch that was trimmed away meanwhile is dropped when
+// claimed, and the room goes on with its new entries at once.
+func TestHookGroupClaimOfATrimmedBatch(t *testing.T) {
+	e := newEnv(t, streams.Options{})
+	const claimAfter = 200 * time.Millisecond
+	a := e.hookGroup("a", claimAfter, streams.HookFromStart)
+	b := e.hookGroup("b", claimAfter, streams.HookFromStart)
+	e.addTagged("r", 2, "old")
+	mustNext(t, a, "r")
+	if err := e.rdb.XTrimMaxLen(ctx10(t), e.key("r"), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.addTagged("r", 2, "new")
+	time.Sleep(claimAfter + 50*time.Millisecond)
+	got := mustNext(t, b, "r")
+	if !slices.Equal(got.IDs(), fresh) || got.Pending {
+		t.Fatalf("b got %v (pending %v), want the new entries %v", got.IDs(), got.Pending, fresh)
+	}
+}

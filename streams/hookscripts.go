@@ -15,7 +15,8 @@ import "github.com/redis/go-redis/v9"
 // always one batch of one consumer. When they are someone else's and have
 // been idle for claim-after (the holder renews them while it lives: see
 // hookHold), they are claimed, oldest first, and the consumer they were
-// taken from is removed once it holds nothing. When they are the caller's
+// taken from is removed once it holds nothing (so is one whose entries were
+// all trimmed away meanwhile: then new entries are read). When they are the caller's
 // own (it lost track of them), they are read again. Otherwise the room is
 // busy: the reply names the holder and how long its batch has been idle.
 //
@@ -40,18 +41,18 @@ if p[1] > 0 then
     end
   end
   local got = redis.call('XAUTOCLAIM', stream, group, me, ARGV[3], '0-0', 'COUNT', ARGV[4])
-  if #got[2] > 0 then
-    local left = {}
-    for _, c in ipairs(redis.call('XPENDING', stream, group)[4] or {}) do left[c[1]] = true end
-    local from = p[4][1][1]
-    for _, c in ipairs(p[4]) do
-      if not left[c[1]] then redis.call('XGROUP', 'DELCONSUMER', stream, group, c[1]) end
-    end
-    return {'claimed', got[2], from}
+  local now = redis.call('XPENDING', stream, group)
+  local left = {}
+  for _, c in ipairs(now[4] or {}) do left[c[1]] = true end
+  for _, c in ipairs(p[4]) do
+    if not left[c[1]] and c[1] ~= me then redis.call('XGROUP', 'DELCONSUMER', stream, group, c[1]) end
   end
-  local oldest = redis.call('XPENDING', stream, group, '-', '+', 1)
-  if #oldest == 0 then return {'none'} end -- every pending entry was trimmed away
-  return {'busy', oldest[1][2], oldest[1][3]}
+  if #got[2] > 0 then return {'claimed', got[2], p[4][1][1]} end
+  if now[1] > 0 then
+    local oldest = redis.call('XPENDING', stream, group, '-', '+', 1)
+    return {'busy', oldest[1][2], oldest[1][3]}
+  end
+  -- what was pending had been trimmed away (XAUTOCLAIM dropped it): read on
 end
 local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[4], 'STREAMS', stream, '>')
 if not r then return {'none'} end
