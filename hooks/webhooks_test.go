@@ -214,7 +214,7 @@ func TestWebhooksTakeOverFromADeadInstance(t *testing.T) {
 	stuck := newReceiver(t, func(*request) int { <-hang; return http.StatusOK })
 	t.Cleanup(func() { close(hang) }) // before the receiver's Close, which waits for it
 	rc := newReceiver(t, nil)
-	const claimAfter = time.Second
+	const claimAfter = 2 * time.Second
 	wa := a.start(stuck.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Timeout = claimAfter, time.Minute })
 	first := []string{a.append("room", "one"), a.append("room", "two")}
 	waitFor(t, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
