@@ -57,6 +57,7 @@ type RoomWatch struct {
 	mode      atomic.Int32 // the TailMode it watches by, once chosen
 	heard     atomic.Int64 // Unix ms the pattern subscription last worked
 	resync    chan struct{}
+	rescan    atomic.Bool   // the pattern was confirmed again: list the streams again
 	confirmed chan struct{} // closed at the first pattern confirmation
 	confirm   sync.Once
 }
@@ -168,15 +169,21 @@ func (w *RoomWatch) heardKey(key string) {
 // subscribed is the pattern's confirmation, first or after a reconnect:
 // whatever happened while it was off is looked at again.
 func (w *RoomWatch) subscribed() {
-	w.confirm.Do(func() { close(w.confirmed) })
+	first := false
+	w.confirm.Do(func() { close(w.confirmed); first = true })
+	if !first {
+		w.rescan.Store(true) // a room only redis-cli wrote to while it was off is in no list
+	}
 	select {
 	case w.resync <- struct{}{}:
 	default:
 	}
 }
 
-// resyncNow reports every room known, and every room in the rooms list
-// active since the pattern last worked.
+// resyncNow reports every room known, every room in the rooms list active
+// since the pattern last worked, and after a reconnect every stream (a
+// SCAN: rare, and the one way to find a room only redis-cli wrote to while
+// the pattern was off).
 func (w *RoomWatch) resyncNow() {
 	since := time.UnixMilli(w.heard.Load())
 	w.heard.Store(time.Now().UnixMilli())
@@ -190,6 +197,9 @@ func (w *RoomWatch) resyncNow() {
 		w.changed(r)
 	}
 	w.pollSince(since)
+	if w.rescan.Swap(false) {
+		w.scanUntilDone()
+	}
 }
 
 // pollSince reports the rooms the rooms list shows active since t.

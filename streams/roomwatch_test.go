@@ -105,7 +105,11 @@ func TestRoomWatchAfterReconnect(t *testing.T) {
 	if err := h.rdb.ClientKillByFilter(ctx10(t), "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A room created while the pattern was off (here: before the watch
+	// reconnected, unknown to it) is found by the resync's listing.
+	h.xadd("while-off", "cli", "nobody heard this")
 	heard.waitFor(t, "known", n, 10*time.Second) // the resync
+	heard.waitFor(t, "while-off", 0, 10*time.Second)
 	n = heard.times("fresh")
 	h.xadd("fresh", "cli", "after the reconnect")
 	heard.waitFor(t, "fresh", n, 10*time.Second)
