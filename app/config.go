@@ -50,6 +50,7 @@ type config struct {
 	LogLevel            slog.Level
 	LogFormat           string
 	PprofAddr           string
+	Hooks               hooksConfig // webhooks and the publish hook (config_hooks.go)
 }
 
 const (
@@ -185,6 +186,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TrustedProxies: r.prefixes("TRUSTED_PROXIES"),
 		MaxReplay:      int(r.integer("MAX_REPLAY", 100000, 0, 1<<40)),
 	}
+	c.Hooks = r.hooks()
 	c.HistoryOnJoin = int(r.integer("HISTORY_ON_JOIN", 50, 0, min(c.HistoryMaxLen, 10000)))
 	for _, o := range strings.Split(r.str("ALLOWED_ORIGINS", ""), ",") {
 		if o = strings.TrimSpace(o); o != "" {

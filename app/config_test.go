@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -51,6 +52,8 @@ func TestConfigDefaults(t *testing.T) {
 		LogLevel:           slog.LevelInfo,
 		LogFormat:          "text",
 		Limits:             handlers.Limits{Rate: 10, Burst: 20, UserRate: 20, UserBurst: 40, MaxConnsPerIP: 256, MaxReplay: 100000},
+		Hooks: hooksConfig{ClaimAfter: 30 * time.Second, Concurrency: 16, MaxAttempts: 10, Batch: 100, Timeout: 10 * time.Second,
+			Backoff: time.Second, From: streams.HookFromEnabled, PublishTimeout: 2 * time.Second, PublishOnError: hooks.Refuse},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -95,6 +98,18 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		"TRUSTED_PROXIES":       "10.0.0.0/8, 127.0.0.1,::1",
 		"MAX_REPLAY":            "500",
 		"PPROF_ADDR":            "127.0.0.1:6060",
+		"WEBHOOK_URL":           "https://app.example.com/hooks/xroom",
+		"WEBHOOK_SECRET":        "a webhook secret key",
+		"WEBHOOK_CLAIM_AFTER":   "45s",
+		"WEBHOOK_CONCURRENCY":   "4",
+		"WEBHOOK_MAX_ATTEMPTS":  "3",
+		"WEBHOOK_BATCH":         "20",
+		"WEBHOOK_TIMEOUT":       "3s",
+		"WEBHOOK_BACKOFF":       "250ms",
+		"WEBHOOK_FROM":          "start",
+		"PUBLISH_HOOK_URL":      "http://127.0.0.1:3000/check",
+		"PUBLISH_HOOK_TIMEOUT":  "500ms",
+		"PUBLISH_HOOK_ON_ERROR": "allow",
 	}
 	c, err := loadConfig(envMap(env))
 	if err != nil {
@@ -131,6 +146,9 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxConns: 5000, MaxReplay: 500,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 		PprofAddr: "127.0.0.1:6060",
+		Hooks: hooksConfig{WebhookURL: "https://app.example.com/hooks/xroom", WebhookSecret: "a webhook secret key",
+			ClaimAfter: 45 * time.Second, Concurrency: 4, MaxAttempts: 3, Batch: 20, Timeout: 3 * time.Second, Backoff: 250 * time.Millisecond,
+			From: streams.HookFromStart, PublishURL: "http://127.0.0.1:3000/check", PublishTimeout: 500 * time.Millisecond, PublishOnError: hooks.Allow},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("config:\n got %+v\nwant %+v", c, want)
@@ -224,6 +242,21 @@ func TestConfigBadValues(t *testing.T) {
 		{map[string]string{"MAX_REPLAY": "lots"}, "MAX_REPLAY"},
 		{map[string]string{"TRUSTED_PROXIES": "proxy.local"}, "TRUSTED_PROXIES"},
 		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
+		{map[string]string{"WEBHOOK_URL": "ftp://app.example.com/hook"}, "WEBHOOK_URL"},
+		{map[string]string{"WEBHOOK_URL": "app.example.com/hook"}, "WEBHOOK_URL"},
+		{map[string]string{"WEBHOOK_URL": "http://"}, "WEBHOOK_URL"},
+		{map[string]string{"WEBHOOK_CLAIM_AFTER": "-5s"}, "WEBHOOK_CLAIM_AFTER"},
+		{map[string]string{"WEBHOOK_CLAIM_AFTER": "100ms"}, "WEBHOOK_CLAIM_AFTER"},
+		{map[string]string{"WEBHOOK_CONCURRENCY": "0"}, "WEBHOOK_CONCURRENCY"},
+		{map[string]string{"WEBHOOK_MAX_ATTEMPTS": "-1"}, "WEBHOOK_MAX_ATTEMPTS"},
+		{map[string]string{"WEBHOOK_BATCH": "5000"}, "WEBHOOK_BATCH"},
+		{map[string]string{"WEBHOOK_TIMEOUT": "-1s"}, "WEBHOOK_TIMEOUT"},
+		{map[string]string{"WEBHOOK_BACKOFF": "soon"}, "WEBHOOK_BACKOFF"},
+		{map[string]string{"WEBHOOK_FROM": "beginning"}, "WEBHOOK_FROM"},
+		{map[string]string{"PUBLISH_HOOK_URL": "mailto:mod@example.com"}, "PUBLISH_HOOK_URL"},
+		{map[string]string{"PUBLISH_HOOK_TIMEOUT": "-100ms"}, "PUBLISH_HOOK_TIMEOUT"},
+		{map[string]string{"PUBLISH_HOOK_TIMEOUT": "2m"}, "PUBLISH_HOOK_TIMEOUT"},
+		{map[string]string{"PUBLISH_HOOK_ON_ERROR": "ignore"}, "PUBLISH_HOOK_ON_ERROR"},
 	} {
 		_, err := loadConfig(envMap(tc.env))
 		if err == nil {
@@ -469,17 +502,20 @@ func TestRedisOptionsFailoverType(t *testing.T) {
 	}
 }
 
-// configVars lists the variables config.go reads, from its source.
+// configVars lists the variables config.go and config_hooks.go read, from
+// their source.
 func configVars(t *testing.T) []string {
 	t.Helper()
-	src, err := os.ReadFile("config.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	re := regexp.MustCompile(`(?:r\.[a-z]+|getenv)\("([A-Z][A-Z0-9_]*)"`)
 	seen := map[string]bool{}
-	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
-		seen[m[1]] = true
+	for _, file := range []string{"config.go", "config_hooks.go"} {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+			seen[m[1]] = true
+		}
 	}
 	var names []string
 	for n := range seen {

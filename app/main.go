@@ -28,6 +28,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "hooks" { // xroom hooks replay ROOM: send dead letters again
+		code := hooksCommand(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "xroom:", err)
 		os.Exit(1)
@@ -56,7 +61,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	if cfg.RedisURL == "" {
+	embedded := cfg.RedisURL == ""
+	if embedded {
 		mr, err := startEmbedded(cfg.EmbeddedRedisAddr)
 		if err != nil {
 			return err
@@ -97,8 +103,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
+	webhooks, publishHook := startHooks(cfg, hub, metrics, log, embedded)
+	closeHooks := func(ctx context.Context) {
+		if webhooks != nil {
+			if err := webhooks.Close(ctx); err != nil {
+				log.Warn("webhook batches were still in flight; another instance sends them after WEBHOOK_CLAIM_AFTER", "err", err)
+			}
+		}
+	}
 	cfg.Limits.MaxConns = budget.MaxConns
 	srv := handlers.New(hub, handlers.Config{
+		PublishHook:     publishHook,
+		Hooks:           hooksStatus(webhooks),
 		HistoryOnJoin:   cfg.HistoryOnJoin,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		APIKey:          cfg.APIKey,
@@ -123,6 +139,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = srv.Shutdown(ctx) // stops the presence heartbeat
+		closeHooks(ctx)
 		hub.Close()
 		return fmt.Errorf("listen on ADDR=%s: %w", cfg.Addr, err)
 	}
@@ -135,6 +152,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	case <-ctx.Done():
 	case err := <-served:
 		_ = srv.Shutdown(context.Background())
+		closeHooks(context.Background())
 		hub.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -150,6 +168,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err := <-httpDone; err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("HTTP shutdown", "err", err)
 	}
+	closeHooks(sctx) // after the last message is stored: its batch may still go out
 	_ = hub.Close()
 	log.Info("stopped")
 	return nil

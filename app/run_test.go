@@ -427,6 +427,11 @@ func TestRunBadConfig(t *testing.T) {
 		{"HISTORY_MAXLEN", "abc"},
 		{"LOG_LEVEL", "loud"},
 		{"REDIS_URL", "http://x"},
+		{"WEBHOOK_URL", "ftp://hooks.example.com/in"},
+		{"PUBLISH_HOOK_URL", "hooks.example.com/check"},
+		{"PUBLISH_HOOK_TIMEOUT", "-1s"},
+		{"WEBHOOK_CLAIM_AFTER", "-30s"},
+		{"PUBLISH_HOOK_ON_ERROR", "maybe"},
 	} {
 		env := baseEnv(t, map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": redistest.Prefix(t)})
 		env[tc.name] = tc.value

@@ -51,7 +51,7 @@ var scenarios = []scenario{
 }
 
 func usage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: go run ./bench SCENARIO [flags]\n       go run ./bench table RESULT.json...\n\nscenarios:\n")
+	fmt.Fprintf(w, "usage: go run ./bench SCENARIO [flags]\n       go run ./bench table RESULT.json...\n       go run ./bench hook -listen ADDR   (a publish hook that answers at once, for PUBLISH_HOOK_URL)\n\nscenarios:\n")
 	for _, s := range scenarios {
 		fmt.Fprintf(w, "  %-9s %s\n", s.name, s.about)
 	}
@@ -123,6 +123,9 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	name := args[0]
+	if name == "hook" {
+		return hookServer(args[1:], stdout, stderr)
+	}
 	if name == "table" {
 		if err := printTable(stdout, args[1:]); err != nil {
 			fmt.Fprintln(stderr, "bench table:", err)

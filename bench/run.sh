@@ -10,6 +10,8 @@
 #   BASE_REV= bench/run.sh       # without the runs of the older server (BASE_REV,
 #                                # default aa74194) and the targets against it
 #   TAIL_BENCH=0 bench/run.sh    # without the socket-less tail benchmark
+#   SUITE=hooks bench/run.sh     # only the publish hook's cost (issue 13): ingest and p99
+#                                # with a local hook that answers at once, against none
 #
 # Exit status: 0 when every scenario met its target, 1 otherwise.
 set -uo pipefail
@@ -23,6 +25,7 @@ CLOSED_PUBS=${CLOSED_PUBS:-10} # publishers of the closed-loop fanout
 # built from this repository's history; empty: no comparison.
 BASE_REV=${BASE_REV-aa74194}
 TAIL_BENCH=${TAIL_BENCH:-1}
+SUITE=${SUITE:-all} # all, or hooks: only the publish hook's cost
 # The servers' command pool: xroom's default (10 × GOMAXPROCS), set
 # explicitly so the connection bound below is the one they run with.
 POOL=${REDIS_POOL_SIZE:-$((10 * $(nproc)))}
@@ -78,7 +81,7 @@ log() { echo "$@" | tee -a "$LOG"; }
 go build -o "$OUT/xroom" ./app || exit 2
 go build -o "$OUT/bench" ./bench || exit 2
 SERVER_BIN=$OUT/xroom
-if [ -n "$BASE_REV" ]; then
+if [ -n "$BASE_REV" ] && [ "$SUITE" = all ]; then
 	# The older server, from git (no worktree needed): its own module, built
 	# with the same Go.
 	BASE_NAME=$(git rev-parse --short "$BASE_REV") || exit 2
@@ -267,6 +270,67 @@ reference() { run_bench reference "$@"; }
 # counts keep it out of their window (the default runs show it).
 QUIET_PRESENCE=(PRESENCE_TTL=30m PRESENCE_HEARTBEAT=10m)
 
+# The publish hook's cost (issue 13): the same runs without a publish hook
+# and with one that answers at once (`bench hook`, a process of its own on
+# loopback), in one sitting: ingest at window 1 and 16 (acked sends/s, ack
+# p99) and delivery p99 at a fixed rate. The runs with the hook are compared
+# with those without (-vs): ratios to read, not targets.
+HOOK_PID=
+hook_cost() {
+	local port
+	port=$(free_port)
+	"$OUT/bench" hook -listen "127.0.0.1:$port" >>"$OUT/hook.log" 2>&1 &
+	HOOK_PID=$!
+	for _ in $(seq 50); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		sleep 0.1
+	done
+	local w1 w16 fixed
+	for hook in none local; do
+		local name="no publish hook" vs1=() vs16=() vsf=()
+		if [ "$hook" = local ]; then
+			name="publish hook answering at once"
+			SERVER_ENV=(PUBLISH_HOOK_URL="http://127.0.0.1:$port/")
+			vs1=(-vs "$w1" -vs-name "no hook" -vs-tolerance 1)
+			vs16=(-vs "$w16" -vs-name "no hook" -vs-tolerance 1)
+			vsf=(-vs "$fixed" -vs-name "no hook" -vs-tolerance 1)
+		fi
+		start_server
+		reference "ingest, 50 senders × 50 rooms, $name" ingest -senders 50 -rooms 50 \
+			-duration "$DURATION" -baseline "$XADD_C50" -want-ratio 0 "${vs1[@]}"
+		w1=$LAST_JSON
+		reference "ingest, 50 senders × 50 rooms, window 16, $name" ingest -senders 50 -rooms 50 -window 16 \
+			-duration "$DURATION" -baseline "$XADD_C50" -want-ratio 0 "${vs16[@]}"
+		w16=$LAST_JSON
+		reference "100 rooms × 10 members, 2,000 msgs/s, $name" rooms -rooms 100 -members 10 -rate 2000 \
+			-duration "$DURATION" "${vsf[@]}"
+		fixed=$LAST_JSON
+		stop_server
+		SERVER_ENV=()
+	done
+	kill "$HOOK_PID" 2>/dev/null
+	wait "$HOOK_PID" 2>/dev/null
+	HOOK_PID=
+	log "publish hook: $(tail -n 1 "$OUT/hook.log")"
+	log
+}
+trap '[ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null; cleanup' EXIT
+
+if [ "$SUITE" = hooks ]; then
+	hook_cost
+	{
+		echo "### Summary"
+		echo
+		echo "Baseline (same run): redis-benchmark XADD, 50 clients: $XADD_C50 req/s; -P 16: $XADD_P16 req/s."
+		echo "Load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)."
+		echo
+		"$OUT/bench" table "$OUT"/[0-9]*.json
+	} | tee -a "$LOG" | tee "$OUT/table.md"
+	echo
+	echo "results: $OUT (suite.log, table.md, one JSON per run)"
+	exit 0
+fi
+
 # The single-room figures and today's Redis work at 1,000 rooms, from the
 # older server first (the new one turns on keyspace notifications in Redis,
 # which would cost the older one's appends too).
@@ -344,6 +408,8 @@ SERVER_ENV=()
 start_server
 scenario "10,000 idle connections" idle -conns 10000 -rooms 100 -hold 10s -want-kb 20
 stop_server
+
+hook_cost
 
 # The tail without sockets: 100, 10,000 and 50,000 tailed rooms in process
 # (on a redis-server of its own). Timings are figures, not targets; it fails

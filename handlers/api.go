@@ -176,6 +176,9 @@ func (s *Server) publish(c *fiber.Ctx) error {
 			return answerRateLimited(c, r)
 		}
 	}
+	if ok, err := s.vetPublish(c, c.Params("room"), &m); !ok { // the publish hook (hooks.go)
+		return err
+	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RedisTimeout)
 	defer cancel()
 	id, dup, err := s.hub.Store().Append(ctx, c.Params("room"), m)

@@ -84,6 +84,7 @@ func (s *session) storeAll(batch []outgoing) {
 // storeBatch stores a batch's messages, a run of the same kind (with or
 // without client_id) per pipeline, and queues every reply in order.
 func (s *session) storeBatch(batch []outgoing) {
+	s.vetBatch(batch) // the publish hook first, if any (hooks.go)
 	for len(batch) > 0 {
 		if batch[0].refusal != nil {
 			s.queueError(batch[0].refusal)

@@ -58,6 +58,11 @@ type Config struct {
 	// Metrics, when set, gets the server's and the hub's metrics registered
 	// and is served at GET /metrics.
 	Metrics *prometheus.Registry
+	// PublishHook, when set, is asked before each message is stored, from
+	// the WebSocket and the HTTP API (hooks.go).
+	PublishHook PublishHook
+	// Hooks, when set, reports webhook delivery at GET /api/hooks.
+	Hooks HooksStatus
 }
 
 // Server holds the routes and the open chat connections.
@@ -149,6 +154,7 @@ func (s *Server) App() *fiber.App {
 	api.Options("/rooms/:room/messages", s.preflight) // cors.go
 	api.Get("/rooms/:room/presence", s.validRoom, s.authRead, s.presenceAPI)
 	s.readRoutes(api) // reads.go
+	api.Get("/hooks", s.hooksStatus)
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{

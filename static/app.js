@@ -486,7 +486,9 @@ function onError(s, conn, f) {
     }, RETRY_UNAVAILABLE_MS);
     return;
   }
-  if (!REFUSALS.has(code)) return;
+  // An error naming a send we wait for refuses it, whatever its code: the
+  // server's publish hook may refuse with codes of the application's own.
+  if (!REFUSALS.has(code) && !s.outbox.get(f.client_id)) return;
   // Which send was refused: the server's client_id if it gives one; else
   // for too_large the biggest unanswered send, for the rest the oldest.
   const cid = s.outbox.get(f.client_id) ? f.client_id

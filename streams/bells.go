@@ -21,6 +21,8 @@ type bells struct {
 	// poolAddr and bellAddr are where the command pool's and the tail's
 	// newest connections went (one Redis node or Sentinel only).
 	poolAddr, bellAddr dialedAddr
+	// watcher listens to every room on every primary (roomwatch.go).
+	watcher *RoomWatch
 }
 
 func newBells(h *Hub) *bells {
@@ -66,7 +68,7 @@ func (b *bells) place(r *tailedRoom, addr string, c redis.UniversalClient) {
 			r.suspect.Store(true) // a promoted replica may lack what was read (rollback.go)
 		}
 		old.forget(r)
-		if old.empty() && old.addr != "" {
+		if old.empty() && old.addr != "" && !old.watching() {
 			old.stop()
 			delete(b.byAddr, old.addr)
 		}
@@ -122,7 +124,97 @@ func (b *bells) follow() {
 			}
 			b.mu.Unlock()
 		}
+		b.watchPrimaries()
 	})
+}
+
+// watch puts w's pattern on a doorbell of every primary: the one doorbell
+// of a single node, or on a Cluster one per primary (kept up to date by
+// follow).
+func (b *bells) watch(w *RoomWatch) {
+	b.mu.Lock()
+	if b.h.ctx.Err() != nil { // the hub is closing: closeAll, under b.mu, stops no bell made after it
+		b.mu.Unlock()
+		return
+	}
+	b.watcher = w
+	if _, cluster := b.h.store.rdb.(*redis.ClusterClient); !cluster {
+		bl := b.byAddr[""]
+		if bl == nil {
+			bl = newBell(b.h, "", b.h.blocking)
+			b.byAddr[""] = bl
+		}
+		bl.setWatch(w)
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	b.watchPrimaries()
+}
+
+// watchPrimaries gives every Cluster primary a doorbell with the watch's
+// pattern, and takes it off nodes that are no longer primaries.
+func (b *bells) watchPrimaries() {
+	h := b.h
+	cc := h.store.rdb.(*redis.ClusterClient)
+	b.mu.Lock()
+	w := b.watcher
+	b.mu.Unlock()
+	if w == nil {
+		return
+	}
+	var mu sync.Mutex
+	primaries := map[string]*redis.Client{}
+	err := cc.ForEachMaster(h.ctx, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		primaries[c.Options().Addr] = c
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return // the next remap tries again
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.watcher != w || h.ctx.Err() != nil {
+		return
+	}
+	for addr, c := range primaries {
+		bl := b.byAddr[addr]
+		if bl == nil {
+			bl = newBell(h, addr, c)
+			b.byAddr[addr] = bl
+		}
+		if !bl.watching() {
+			bl.setWatch(w)
+		}
+	}
+	for addr, bl := range b.byAddr {
+		if primaries[addr] == nil && bl.watching() {
+			bl.setWatch(nil)
+			if bl.empty() {
+				bl.stop()
+				delete(b.byAddr, addr)
+			}
+		}
+	}
+}
+
+// unwatch takes w's pattern off every doorbell.
+func (b *bells) unwatch(w *RoomWatch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.watcher != w {
+		return
+	}
+	b.watcher = nil
+	for addr, bl := range b.byAddr {
+		bl.setWatch(nil)
+		if addr != "" && bl.empty() {
+			bl.stop()
+			delete(b.byAddr, addr)
+		}
+	}
 }
 
 func (b *bells) anyDown() bool {
@@ -144,8 +236,8 @@ func (b *bells) downOf(cutoff time.Time) map[*bell]error {
 	var out map[*bell]error
 	for _, bl := range b.byAddr {
 		since := bl.downSince.Load()
-		if since == 0 || time.Unix(0, since).After(cutoff) {
-			continue
+		if since == 0 || time.Unix(0, since).After(cutoff) || bl.empty() {
+			continue // a doorbell of the room watch alone stalls no room
 		}
 		if out == nil {
 			out = map[*bell]error{}

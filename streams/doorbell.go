@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,11 @@ type bell struct {
 
 	downSince atomic.Int64 // unix ns since the connection has been failing; 0 while it works
 	lastErr   atomic.Pointer[error]
+
+	// watch, when set, also listens to every room's stream by a pattern
+	// (roomwatch.go); patterned is whether that is subscribed. Under mu.
+	watch     *RoomWatch
+	patterned string
 }
 
 func newBell(h *Hub, addr string, c redis.UniversalClient) *bell {
@@ -119,6 +125,33 @@ func (bl *bell) empty() bool {
 	return len(bl.rooms) == 0
 }
 
+// setWatch makes the bell listen to every room for w (nil: stop).
+func (bl *bell) setWatch(w *RoomWatch) {
+	bl.mu.Lock()
+	bl.watch = w
+	bl.mu.Unlock()
+	bl.poke()
+}
+
+func (bl *bell) watching() bool {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	return bl.watch != nil
+}
+
+// patternChange is the PSUBSCRIBE or PUNSUBSCRIBE due, if any. bl.mu must be held.
+func (bl *bell) patternChange() (sub, unsub string) {
+	want := ""
+	if bl.watch != nil {
+		want = bl.watch.pattern(bl.prefix)
+	}
+	if want == bl.patterned {
+		return "", ""
+	}
+	unsub, bl.patterned = bl.patterned, want
+	return want, unsub
+}
+
 func (bl *bell) poke() {
 	select {
 	case bl.kick <- struct{}{}:
@@ -176,8 +209,15 @@ func (bl *bell) control() {
 			}
 		}
 		clear(bl.dirty)
+		psub, punsub := bl.patternChange()
 		ps := bl.ps
 		bl.mu.Unlock()
+		if psub != "" {
+			_ = ps.PSubscribe(bl.ctx, psub)
+		}
+		if punsub != "" {
+			_ = ps.PUnsubscribe(bl.ctx, punsub)
+		}
 		// Errors need no handling here: go-redis records the channels
 		// either way and subscribes them again when it reconnects, which
 		// the receiver notices.
@@ -241,14 +281,31 @@ func (bl *bell) receive() {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe":
 				bl.ring(m.Channel)
+			case "psubscribe":
+				if w := bl.watcher(); w != nil {
+					w.subscribed()
+				}
 			}
 		case *redis.Message:
+			if m.Pattern != "" { // the room watch's; a tailed room also gets its own channel's
+				if w := bl.watcher(); w != nil && m.Payload == "xadd" {
+					w.heardKey(strings.TrimPrefix(m.Channel, bl.prefix))
+				}
+				continue
+			}
 			h.stats.Rings.Add(1)
 			bl.ring(m.Channel)
 		}
 	}
+}
+
+func (bl *bell) watcher() *RoomWatch {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	return bl.watch
 }
 
 func (bl *bell) ring(channel string) {
@@ -276,6 +333,7 @@ func (bl *bell) renew() {
 	old := bl.ps
 	bl.ps = bl.client.Subscribe(bl.ctx)
 	clear(bl.have)
+	bl.patterned = ""
 	for ch := range bl.rooms {
 		bl.dirty[ch] = struct{}{}
 	}

@@ -44,3 +44,11 @@ func (k Keys) Reads(room string) string { return k.Prefix + ":{" + room + "}:rea
 // rooms may have unread messages for this user" without a scan. The user
 // is the hash tag: one user's index lives in one slot.
 func (k Keys) UserRooms(user string) string { return k.Prefix + ":user:{" + user + "}:rooms" }
+
+// Dead is the room's dead-letter stream: messages the webhook did not take
+// after every attempt, with the last status and error.
+func (k Keys) Dead(room string) string { return k.Prefix + ":{" + room + "}:hooks:dead" }
+
+// HooksSince holds when webhooks were first turned on (Unix ms, Redis's
+// clock): a room's group, made when the room is first seen, starts there.
+func (k Keys) HooksSince() string { return k.Prefix + ":hooks:since" }
