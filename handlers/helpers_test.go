@@ -17,6 +17,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/failover"
@@ -92,7 +93,10 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 		if o.sentinel != "" {
 			return sentinelClient(t, o.sentinel, name, pool)
 		}
-		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true})
+		// No CLIENT MAINT_NOTIFICATIONS, as app: go-redis's fallback after
+		// Redis refuses it races between connections made at once.
+		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true,
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 	}
 	rdb := mk(ts.name, o.poolSize)
 	t.Cleanup(func() { rdb.Close() })

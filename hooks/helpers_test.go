@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
@@ -53,7 +54,7 @@ func newEnv(t *testing.T, srv *redistest.Server, prefix string, mode streams.Tai
 	}
 	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix}
 	e.store = streams.NewStore(srv.Client(t), streams.Options{Prefix: prefix, MaxLen: 100000})
-	blocking := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 4})
+	blocking := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 4, MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}}) // as app: see handlers tests
 	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: quiet(), Mode: mode})
 	t.Cleanup(func() { _ = e.hub.Close() })
 	return e

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/streams"
@@ -35,6 +36,12 @@ func testFrame(room string, e *streams.Entry) []byte {
 	return []byte(room + "|" + e.ID.String() + "|" + e.User + "|" + e.Message)
 }
 
+// noMaint turns off go-redis's CLIENT MAINT_NOTIFICATIONS handshake, as
+// app does: open-source Redis refuses it, and go-redis's fallback then
+// writes the shared options from each new connection unguarded (a data
+// race between the blocking tail's connections, made concurrently).
+var noMaint = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newHubEnv(t *testing.T, opt streams.HubOptions, srv ...*redistest.Server) *hubEnv {
@@ -48,7 +55,7 @@ func newHubEnv(t *testing.T, opt streams.HubOptions, srv ...*redistest.Server) *
 		e = newEnv(t, streams.Options{})
 	}
 	h := &hubEnv{env: e, encoded: map[streams.ID]int{}, tailName: "tail-" + e.prefix}
-	h.blocking = redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: h.tailName, PoolSize: 100})
+	h.blocking = redis.NewClient(&redis.Options{Addr: e.srv.Addr, ClientName: h.tailName, PoolSize: 100, MaintNotificationsConfig: noMaint})
 	if opt.Encode == nil {
 		opt.Encode = func(room string, en *streams.Entry) []byte {
 			h.mu.Lock()
@@ -527,7 +534,7 @@ func TestHubClose(t *testing.T) {
 	redistest.RequireReal(t, srv) // miniredis runs in this process: its goroutines would count
 	rdb := srv.Client(t)
 	store := streams.NewStore(rdb, streams.Options{Prefix: redistest.Prefix(t)})
-	blocking := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 100})
+	blocking := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 100, MaintNotificationsConfig: noMaint})
 	runtime.GC()
 	baseline := runtime.NumGoroutine()
 

@@ -47,7 +47,7 @@ func namedHubEnv(t *testing.T, srv *redistest.Server, pool int, opt streams.HubO
 	t.Cleanup(func() { _ = rdb.Close() })
 	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}
 	h := &hubEnv{env: e, encoded: map[streams.ID]int{}, tailName: "tail-" + prefix}
-	h.blocking = redis.NewClient(&redis.Options{Addr: srv.Addr, ClientName: h.tailName, PoolSize: 4, MaxActiveConns: 4})
+	h.blocking = redis.NewClient(&redis.Options{Addr: srv.Addr, ClientName: h.tailName, PoolSize: 4, MaxActiveConns: 4, MaintNotificationsConfig: noMaint})
 	opt.Encode = testFrame
 	if opt.Logger == nil {
 		opt.Logger = quiet()
@@ -266,7 +266,7 @@ func TestTailOnEmbeddedRedis(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	store := streams.NewStore(rdb, streams.Options{})
-	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: mr.Addr()}), streams.HubOptions{Encode: testFrame, Logger: quiet()})
+	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: mr.Addr(), MaintNotificationsConfig: noMaint}), streams.HubOptions{Encode: testFrame, Logger: quiet()})
 	t.Cleanup(func() { _ = hub.Close() })
 	h := &hubEnv{env: &env{t: t, rdb: rdb, store: store, prefix: "chat"}, hub: hub}
 	a := h.subscribe("a")
