@@ -18,6 +18,11 @@ import (
 // refused meanwhile, and which acked messages the new primary does not
 // have.
 
+// foSwitchWait bounds the wait for +switch-master after the first ack from
+// the new primary: the Sentinel's failover-timeout in the suite (10 s) and
+// a little more.
+const foSwitchWait = 15 * time.Second
+
 // failoverFlags are the failover scenario's own flags.
 type failoverFlags struct {
 	sentinel    string
@@ -123,8 +128,18 @@ func failover(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) 
 	ob.setFault(mono())
 	if err := waitNewPrimaryAck(ctx, ob, senders, key, ff.recovery); err != nil {
 		res.Errors = append(res.Errors, err.Error())
-	} else if !sleepOrDone(ctx, ff.after) {
-		return res, ctx.Err()
+	} else {
+		// xroom may follow the new primary before the Sentinel publishes
+		// +switch-master (at the end of the failover, once the other
+		// replicas are reconfigured): go on until it is seen too.
+		for deadline := time.Now().Add(foSwitchWait); ob.switched() == 0 && time.Now().Before(deadline); {
+			if !sleepOrDone(ctx, 50*time.Millisecond) {
+				return res, ctx.Err()
+			}
+		}
+		if !sleepOrDone(ctx, ff.after) {
+			return res, ctx.Err()
+		}
 	}
 	stopSending()
 	sendEnd := mono()

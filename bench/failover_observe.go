@@ -184,6 +184,13 @@ func (ob *observer) snapshot() (foMarks, string) {
 	return ob.marks, ob.cur
 }
 
+// switched is when +switch-master came, 0 until it has.
+func (ob *observer) switched() int64 {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.marks.Switch
+}
+
 func (ob *observer) setFault(at int64) {
 	ob.mu.Lock()
 	ob.marks.Fault = at
