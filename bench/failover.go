@@ -156,7 +156,10 @@ func failover(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) 
 	res.CPU = meters.report()
 	ob.close()
 	marks, cur := ob.snapshot()
-	fo.NewPrimary = cur
+	fo.NewPrimary, fo.Switches = cur, ob.switchList()
+	if len(fo.Switches) > 1 {
+		res.warn("the Sentinel failed over %d times (%v): the figures after the first switch include the later ones", len(fo.Switches), fo.Switches)
+	}
 	stream, err := readStream(ctx, cur, key)
 	if err != nil {
 		return res, err

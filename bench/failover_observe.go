@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,8 +35,13 @@ type observer struct {
 	mu    sync.Mutex
 	marks foMarks
 	cur   string // the master's address, as the Sentinel last named it
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	// switches is the new master of every +switch-master: more than one
+	// when the Sentinel failed over again (it can judge a just-promoted
+	// primary down when down-after-milliseconds is as short as its
+	// 1-second PING period and the machine is busy).
+	switches []string
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // waitReplicas waits until the Sentinel lists every replica the primary
@@ -100,6 +106,9 @@ func observe(ctx context.Context, sc *redis.SentinelClient, master, old, key str
 			case msg := <-ch:
 				if name, addr, ok := parseSwitchMaster(msg.Payload); ok && name == master {
 					ob.mark(func(m *foMarks) *int64 { return &m.Switch }, addr)
+					ob.mu.Lock()
+					ob.switches = append(ob.switches, addr)
+					ob.mu.Unlock()
 				}
 			case <-ctx.Done():
 				return
@@ -182,6 +191,12 @@ func (ob *observer) snapshot() (foMarks, string) {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
 	return ob.marks, ob.cur
+}
+
+func (ob *observer) switchList() []string {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return slices.Clone(ob.switches)
 }
 
 // switched is when +switch-master came, 0 until it has.

@@ -200,6 +200,8 @@ type failoverResult struct {
 	Replicas    int    `json:"replicas"` // listed by the Sentinel before the fault
 	OldPrimary  string `json:"old_primary"`
 	NewPrimary  string `json:"new_primary"`
+	// Switches is the new primary of each +switch-master seen.
+	Switches []string `json:"switches"`
 	foFigures
 	Sent       int64            `json:"sent"` // distinct sends (client_ids)
 	Attempts   int64            `json:"attempts"`
@@ -226,7 +228,7 @@ func (r *failoverResult) announced() int64 {
 }
 
 func (r *failoverResult) printText(w io.Writer) {
-	fmt.Fprintf(w, "failover:    %s, REDIS_ACK_REPLICAS=%d, %d replicas; primary %s -> %s\n", r.Fault, r.AckReplicas, r.Replicas, r.OldPrimary, r.NewPrimary)
+	fmt.Fprintf(w, "failover:    %s, REDIS_ACK_REPLICAS=%d, %d replicas; primary %s -> %s (+switch-master to %v)\n", r.Fault, r.AckReplicas, r.Replicas, r.OldPrimary, r.NewPrimary, r.Switches)
 	fmt.Fprintf(w, "timeline:    after the fault: promoted %s, get-master-addr-by-name changed %s, +switch-master %s\n",
 		fmtSecs(r.PromotedAfterFault), fmtSecs(r.AddrAfterFault), fmtSecs(r.SwitchAfterFault))
 	fmt.Fprintf(w, "recovery:    first ack of an entry the new primary wrote: %s after the promotion (%s after the address changed, %s after +switch-master, %s after the fault)\n",
@@ -268,7 +270,11 @@ func fmtTimeline(bins []foBin) string {
 
 // figures is the failover run's row in the suite's table.
 func (r *failoverResult) figures() string {
-	return fmt.Sprintf("promoted %s after the fault, switch %s; first new ack %s after the promotion (%s after the switch); longest without a kept ack %.3f s; %d refused meanwhile; %d acked, %d lost, %d gaps rolled_back/reset",
+	f := fmt.Sprintf("promoted %s after the fault, switch %s; first new ack %s after the promotion (%s after the switch); longest without a kept ack %.3f s; %d refused meanwhile; %d acked, %d lost, %d gaps rolled_back/reset",
 		fmtSecs(r.PromotedAfterFault), fmtSecs(r.SwitchAfterFault), fmtSecs(r.FirstNewAfterPromotion), fmtSecs(r.FirstNewAfterSwitch),
 		r.LongestNoKeptAck, r.RefusedMeanwhile, r.Acked, r.Lost, r.announced())
+	if len(r.Switches) > 1 {
+		f = fmt.Sprintf("the Sentinel failed over %d times; ", len(r.Switches)) + f
+	}
+	return f
 }
