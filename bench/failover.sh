@@ -82,12 +82,14 @@ fo_redis() {
 	exit 2
 }
 
-# fo_data_node LOG [--replicaof HOST PORT]: a primary or a replica.
-# Diskless sync without delay: a new replica is in sync in a moment.
+# fo_data_node DIR [--replicaof HOST PORT]: a primary or a replica, with
+# its own directory (a replica writes the RDB of its sync there) and
+# DIR.log. Diskless sync without delay: a new replica is in sync at once.
 fo_data_node() {
-	local logf=$1
+	local dir=$1
 	shift
-	fo_redis "$logf" --save '' --appendonly no --maxclients 10000 \
+	mkdir -p "$dir"
+	fo_redis "$dir.log" --dir "$dir" --save '' --appendonly no --maxclients 10000 \
 		--repl-diskless-sync yes --repl-diskless-sync-delay 0 "$@"
 }
 
@@ -114,9 +116,9 @@ fo_ticks() {
 fo_ack_cost() {
 	local dir=$OUT/ack-cost primary_port primary_pid replica_pid saved_port=$REDIS_PORT round n order t0 c0
 	mkdir -p "$dir"
-	fo_data_node "$dir/primary.log"
+	fo_data_node "$dir/primary"
 	primary_port=$FO_PORT primary_pid=$FO_PID
-	fo_data_node "$dir/replica.log" --replicaof 127.0.0.1 "$primary_port"
+	fo_data_node "$dir/replica" --replicaof 127.0.0.1 "$primary_port"
 	replica_pid=$FO_PID
 	fo_wait_sync "$FO_PORT"
 	# The same-run baseline on this primary, which replicates every XADD.
@@ -165,10 +167,10 @@ fo_case() {
 	local fault=$1 nrep=$2 n=$3 dir=$OUT/failover-$1-$2-$3 primary_port primary_pid sentinel_port i kind=scenario want=()
 	local saved_port=$REDIS_PORT
 	mkdir -p "$dir"
-	fo_data_node "$dir/primary.log"
+	fo_data_node "$dir/primary"
 	primary_port=$FO_PORT primary_pid=$FO_PID
 	for i in $(seq "$nrep"); do
-		fo_data_node "$dir/replica$i.log" --replicaof 127.0.0.1 "$primary_port"
+		fo_data_node "$dir/replica$i" --replicaof 127.0.0.1 "$primary_port"
 		fo_wait_sync "$FO_PORT"
 	done
 	# The Sentinel rewrites its file: a fresh one each time (see
