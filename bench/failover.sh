@@ -23,7 +23,7 @@
 #
 # Settings (environment):
 #   ACK_ROUNDS=2      rounds of part 1 (0: none)
-#   FO_CASES='graceful:1:0 graceful:1:1 kill:2:0 kill:2:1 graceful:2:1'
+#   FO_CASES='graceful:1:0 graceful:1:1 kill:2:0 kill:2:1 graceful:2:1 graceful:2:2'
 #                     the failovers of part 2 (empty: none)
 #   FO_RECOVERY=2s    target: the first ack from the new primary within this
 #                     of the promotion (issue 10), where README promises it
@@ -31,7 +31,7 @@
 #                     internal/redistest/sentinel.go
 
 ACK_ROUNDS=${ACK_ROUNDS-2}
-FO_CASES=${FO_CASES-graceful:1:0 graceful:1:1 kill:2:0 kill:2:1 graceful:2:1}
+FO_CASES=${FO_CASES-graceful:1:0 graceful:1:1 kill:2:0 kill:2:1 graceful:2:1 graceful:2:2}
 FO_RECOVERY=${FO_RECOVERY:-2s}
 FO_DOWN_AFTER=${FO_DOWN_AFTER:-1000}
 FO_XADD_C50=unmeasured FO_XADD_P16=unmeasured # part 1's baselines
@@ -164,7 +164,7 @@ fo_ack_run() {
 
 # fo_case FAULT REPLICAS ACK_REPLICAS: part 2, one failover.
 fo_case() {
-	local fault=$1 nrep=$2 n=$3 dir=$OUT/failover-$1-$2-$3 primary_port primary_pid sentinel_port i kind=scenario want=()
+	local fault=$1 nrep=$2 n=$3 dir=$OUT/$N-failover-$1-$2-$3 primary_port primary_pid sentinel_port i kind=scenario want=()
 	local saved_port=$REDIS_PORT
 	mkdir -p "$dir"
 	fo_data_node "$dir/primary"
@@ -183,10 +183,11 @@ fo_case() {
 	SERVER_ENV=(REDIS_URL="redis://127.0.0.1:$sentinel_port" REDIS_SENTINEL_MASTER=mymaster REDIS_ACK_REPLICAS="$n")
 	start_server
 	# When every replica must confirm, a planned failover leaves the new
-	# primary short of one until the old primary has rejoined (README says
-	# so): no recovery target then. With fewer than all, a replica that is
-	# not promoted may confirm writes it later drops (README): the run is
-	# for information and does not fail the suite.
+	# primary one replica short until the old primary has rejoined as one
+	# (README's unavailability table, for one replica): no recovery target
+	# then. With fewer than all, a replica that is not promoted may confirm
+	# writes it later drops (README): that run is for information and does
+	# not fail the suite.
 	if [ "$fault" = kill ] || [ "$n" -lt "$nrep" ]; then
 		want=(-want-recovery "$FO_RECOVERY")
 	fi

@@ -4,14 +4,14 @@
 # free loopback ports, runs redis-benchmark XADD, then every target scenario
 # with go run ./bench, and prints a markdown table of the results.
 #
-#   bench/run.sh                 # the whole suite (about 6 minutes)
-#   DURATION=5s bench/run.sh     # shorter runs (about 4 minutes)
+#   bench/run.sh                 # the whole suite (about 10 minutes; 6 with FAILOVER=0)
+#   DURATION=5s bench/run.sh     # shorter runs (about 7 minutes)
 #   OUT=/tmp/b bench/run.sh      # where results go (default bench/results/DATE)
 #   BASE_REV= bench/run.sh       # without the runs of the older server (BASE_REV,
 #                                # default aa74194) and the targets against it
 #   TAIL_BENCH=0 bench/run.sh    # without the socket-less tail benchmark
 #   ONLY=failover bench/run.sh   # only issue 10's part (failover and REDIS_ACK_REPLICAS,
-#                                # bench/failover.sh) and the baselines: about 8 minutes
+#                                # bench/failover.sh) and the baselines: about 4 minutes
 #   FAILOVER=0 bench/run.sh      # the suite without that part
 #
 # Exit status: 0 when every scenario met its target, 1 otherwise.
