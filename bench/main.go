@@ -48,6 +48,7 @@ var scenarios = []scenario{
 	{"commands", "fanout at each subscriber count of -subs-list, same rate: Redis commands per message must stay constant", commands},
 	{"ingest", "S senders over R rooms in closed loop: acknowledged sends per second", ingest},
 	{"scale", "rooms at each room count of -rooms-list, same total rate: Redis connections bounded, Redis work per message constant", scale},
+	{"failover", "resilient senders while the Sentinel fails the primary over: time to an ack from the new primary, refused sends, acked messages lost", failover},
 }
 
 func usage(w io.Writer, fs *flag.FlagSet) {
@@ -92,11 +93,11 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 
 	fs.IntVar(&f.subs, "subs", 100, "fanout: subscribers")
 	fs.IntVar(&f.pubs, "pubs", 10, "fanout: publishers (commands: default 1)")
-	fs.Float64Var(&f.rate, "rate", -1, "total messages/s over all publishers; 0: closed loop (default: fanout 1000, rooms 2000, commands 100)")
+	fs.Float64Var(&f.rate, "rate", -1, "total messages/s over all publishers; 0: closed loop (default: fanout 1000, rooms 2000, commands 100, failover 400)")
 	fs.IntVar(&f.rooms, "rooms", 0, "rooms, idle: rooms (default 100); ingest: rooms (default 50)")
 	fs.IntVar(&f.members, "members", 10, "rooms: members per room (scale: default 2)")
-	fs.IntVar(&f.senders, "senders", 50, "ingest: senders")
-	fs.IntVar(&f.window, "window", 1, "ingest: sends each sender keeps in flight (1: closed loop, the next send waits for the ack; more: a bot or bridge streaming its sends)")
+	fs.IntVar(&f.senders, "senders", 50, "ingest: senders; failover: default 4")
+	fs.IntVar(&f.window, "window", 1, "ingest, failover: sends each sender keeps in flight (1: closed loop, the next send waits for the ack; more: a bot or bridge streaming its sends)")
 	fs.StringVar(&f.baselineName, "baseline-name", "", "ingest: what -baseline is, for the ratio (default \"XADD -c 50\", whatever the -window: issue 14's targets compare every window with 50 unpipelined clients)")
 	fs.IntVar(&f.entries, "entries", 100000, "replay: history entries")
 	fs.IntVar(&f.repeat, "repeat", 3, "replay: new clients replaying it, one after another")
@@ -117,6 +118,7 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&f.wantRate, "want-rate", 0, "target: the scenario's rate (deliveries/s, acked sends/s, entries/s) at least this")
 	fs.Float64Var(&f.baseline, "baseline", 0, "same-run baseline for the ratio: ingest and fanout, redis-benchmark XADD -c 50 requests/s; replay, XRANGE entries/s")
 	fs.Float64Var(&f.wantRatio, "want-ratio", 0.8, "ingest: target acked sends/s as a fraction of -baseline (0: report the ratio, no target)")
+	f.failover.register(fs)
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout, fs)
@@ -280,6 +282,12 @@ func defaults(name string, f *scenarioFlags, set map[string]bool) {
 	}
 	if name == "scale" && !set["members"] {
 		f.members = 2
+	}
+	if name == "failover" && !set["senders"] {
+		f.senders = 4
+	}
+	if name == "failover" && !set["rate"] {
+		f.rate = 400
 	}
 	if f.baselineName == "" {
 		f.baselineName = "XADD -c 50"

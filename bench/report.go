@@ -50,6 +50,8 @@ type result struct {
 	// RedisConns is the servers' Redis connections during the run.
 	RedisConns *redisConns `json:"redis_conns,omitempty"`
 	Steps      []result    `json:"steps,omitempty"` // sub-runs (commands scenario)
+	// Failover is the failover scenario's figures.
+	Failover *failoverResult `json:"failover,omitempty"`
 
 	// Server is from the server's /metrics: counter deltas over the run,
 	// gauges after it (absent when the server has no /metrics).
@@ -194,6 +196,9 @@ func (r *result) printText(w io.Writer) {
 		line += fmt.Sprintf("  cpu bench %.2f, server %.2f, redis %.2f, other processes %.2f", s.CPU.Bench, s.CPU.Server, s.CPU.Redis, s.CPU.Others)
 		fmt.Fprintln(w, line)
 	}
+	if r.Failover != nil {
+		r.Failover.printText(w)
+	}
 	if len(r.Server) > 0 {
 		fmt.Fprintf(w, "server:      %s\n", fmtMetrics(r.Server))
 	}
@@ -318,6 +323,9 @@ func printTable(w io.Writer, files []string) error {
 // figures is a run's main figures for the table, whatever its targets:
 // rows of runs to compare with (no targets of their own) need them too.
 func (r *result) figures() string {
+	if r.Failover != nil {
+		return r.Failover.figures()
+	}
 	var f []string
 	if len(r.Steps) > 0 {
 		for _, s := range r.Steps {

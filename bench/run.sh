@@ -4,14 +4,17 @@
 # free loopback ports, runs redis-benchmark XADD, then every target scenario
 # with go run ./bench, and prints a markdown table of the results.
 #
-#   bench/run.sh                 # the whole suite (about 6 minutes)
-#   DURATION=5s bench/run.sh     # shorter runs (about 4 minutes)
+#   bench/run.sh                 # the whole suite (about 10 minutes; 6 with FAILOVER=0)
+#   DURATION=5s bench/run.sh     # shorter runs (about 7 minutes)
 #   OUT=/tmp/b bench/run.sh      # where results go (default bench/results/DATE)
 #   BASE_REV= bench/run.sh       # without the runs of the older server (BASE_REV,
 #                                # default aa74194) and the targets against it
 #   TAIL_BENCH=0 bench/run.sh    # without the socket-less tail benchmark
 #   SUITE=hooks bench/run.sh     # only the publish hook's cost (issue 13): ingest and p99
 #                                # with a local hook that answers at once, against none
+#   ONLY=failover bench/run.sh   # only issue 10's part (failover and REDIS_ACK_REPLICAS,
+#                                # bench/failover.sh) and the baselines: about 4 minutes
+#   FAILOVER=0 bench/run.sh      # the suite without that part
 #
 # Exit status: 0 when every scenario met its target, 1 otherwise.
 set -uo pipefail
@@ -26,6 +29,17 @@ CLOSED_PUBS=${CLOSED_PUBS:-10} # publishers of the closed-loop fanout
 BASE_REV=${BASE_REV-aa74194}
 TAIL_BENCH=${TAIL_BENCH:-1}
 SUITE=${SUITE:-all} # all, or hooks: only the publish hook's cost
+# Issue 10's part (bench/failover.sh): ONLY=failover runs just it.
+ONLY=${ONLY:-}
+FAILOVER=${FAILOVER:-1}
+case "$ONLY" in
+'') ;;
+failover) BASE_REV= ;; # no older server to build
+*)
+	echo "run.sh: ONLY=$ONLY: the only part that runs alone is failover" >&2
+	exit 2
+	;;
+esac
 # The servers' command pool: xroom's default (10 × GOMAXPROCS), set
 # explicitly so the connection bound below is the one they run with.
 POOL=${REDIS_POOL_SIZE:-$((10 * $(nproc)))}
@@ -264,6 +278,17 @@ run_bench() {
 scenario() { run_bench target "$@"; }
 reference() { run_bench reference "$@"; }
 
+# ---- issue 10: failover and REDIS_ACK_REPLICAS (bench/failover.sh) ------------
+source "$ROOT/bench/failover.sh"
+if [ "$ONLY" = failover ]; then
+	failover_suite
+	failover_summary
+	echo
+	echo "results: $OUT (suite.log, table.md, one JSON per scenario)"
+	exit "$FAILED"
+fi
+# -------------------------------------------------------------------------------
+
 # The presence heartbeat refreshes every room's members (a few Redis
 # commands per room, every PRESENCE_HEARTBEAT): a cost per room and second,
 # not per message. The runs that compare Redis work per message across room
@@ -314,7 +339,7 @@ hook_cost() {
 	log "publish hook: $(tail -n 1 "$OUT/hook.log")"
 	log
 }
-trap '[ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null; cleanup' EXIT
+trap '[ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null; fo_cleanup; cleanup' EXIT
 
 if [ "$SUITE" = hooks ]; then
 	hook_cost
@@ -423,6 +448,10 @@ if [ "$TAIL_BENCH" = 1 ]; then
 	log
 	[ "$rc" = 0 ] || FAILED=1
 fi
+
+# ---- issue 10: failover and REDIS_ACK_REPLICAS (bench/failover.sh) ------------
+[ "$FAILOVER" = 1 ] && failover_suite
+# -------------------------------------------------------------------------------
 
 {
 	echo "### Summary"

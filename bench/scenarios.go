@@ -41,6 +41,8 @@ type scenarioFlags struct {
 	wantRatio float64
 	// baselineName names what -baseline measured, for the ratio.
 	baselineName string
+
+	failover failoverFlags
 }
 
 // newLoad starts a load; it counts Redis commands only with -redis-commands
