@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,26 +206,19 @@ func (s *Server) validRoom(c *fiber.Ctx) error {
 // serveWS runs one WebSocket session: it subscribes to the room, starts the
 // writer for the replay, and reads client frames until the end.
 func (s *Server) serveWS(c *websocket.Conn) {
-	room := c.Params("room")
+	req := c.Locals(joinKey).(*joinRequest)
+	room := req.room
 	sess := &session{
-		feed: feed{
-			srv:      s,
-			room:     room,
-			user:     c.Locals("user").(string),
-			compat:   c.Subprotocol() != Subprotocol,
-			readConn: streams.RandomName(8),
-		},
+		feed:    req.feed(s),
 		conn:    c.Conn,
 		control: make(chan []byte, controlQueue),
 	}
+	sess.compat = c.Subprotocol() != Subprotocol
+	sess.readConn = streams.RandomName(8)
 	sess.sink = &sess.wire
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()
-	if since, ok := c.Locals("since").(streams.ID); ok {
-		sess.hasSince, sess.since = true, since
-	}
-	sess.epoch, _ = c.Locals("epoch").(string)
-	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
+	sess.expires.Store(tokenDeadline(req.claims))
 	sess.log = sessionLog{base: s.log, room: room, user: sess.user, remote: c.RemoteAddr().String()}
 
 	sess.wire.conn = rawConn(c.Conn)
@@ -235,7 +227,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 		return
 	}
 	defer s.unregister(sess)
-	release, ok := s.admitIP(sess, c.Locals(ipKey).(netip.Addr))
+	release, ok := s.admitIP(sess, req.ip)
 	if !ok {
 		return
 	}
