@@ -220,7 +220,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	store := streams.NewStore(dead, streams.Options{Prefix: "dead"})
 	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), streams.HubOptions{Encode: handlers.EncodeMessage, Logger: quietLogger()})
 	defer hub.Close()
-	srv := handlers.New(hub, handlers.Config{Logger: quietLogger(), APIKey: "k"})
+	srv := handlers.New(hub, streams.NewPresence(store, streams.PresenceOptions{Logger: quietLogger()}), handlers.Config{Logger: quietLogger(), APIKey: "k"})
 	app := srv.App()
 	defer app.Shutdown()
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/api/rooms": 503} {

@@ -43,9 +43,10 @@ type testServer struct {
 }
 
 type options struct {
-	cfg handlers.Config
-	hub streams.HubOptions
-	rs  *redistest.Server
+	cfg      handlers.Config
+	hub      streams.HubOptions
+	presence streams.PresenceOptions
+	rs       *redistest.Server
 	// poolSize of the server's Redis client; 0 is go-redis's default.
 	poolSize int
 	// prefix shares another server's keys (a second instance); "" is a fresh one.
@@ -123,9 +124,13 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()
 	}
-	o.cfg.Metrics = prometheus.NewRegistry()
-	o.cfg.Metrics.MustRegister(ts.redisMetrics)
-	ts.srv = handlers.New(ts.hub, o.cfg)
+	reg := prometheus.NewRegistry()
+	o.cfg.Metrics = reg
+	o.presence.Logger = o.cfg.Logger
+	ts.srv = handlers.New(ts.hub, streams.NewPresence(ts.store, o.presence), o.cfg)
+	reg.MustRegister(ts.redisMetrics)
+	reg.MustRegister(ts.hub.Collectors()...)
+	reg.MustRegister(ts.srv.Collectors()...)
 	app := ts.srv.App()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

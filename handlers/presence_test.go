@@ -46,8 +46,8 @@ func (f pframe) users() []string {
 
 // fastPresence makes presence expire and heartbeat quickly.
 func fastPresence(o *options) {
-	o.cfg.PresenceTTL = time.Second
-	o.cfg.PresenceHeartbeat = 100 * time.Millisecond
+	o.presence.TTL = time.Second
+	o.presence.Heartbeat = 100 * time.Millisecond
 }
 
 // member connects user in the xroom dialect, sees presence frames, and
@@ -415,7 +415,7 @@ func TestPresenceAddsNoGoroutinePerConnection(t *testing.T) {
 // Past PRESENCE_MAX_MEMBERS users a room gets no presence events and a
 // partial snapshot (each event would go to every connection).
 func TestPresenceBigRoom(t *testing.T) {
-	ts := startServer(t, func(o *options) { o.cfg.PresenceMaxMembers = 2 })
+	ts := startServer(t, func(o *options) { o.presence.MaxMembers = 2 })
 	a, _ := ts.member("big", "alice")
 	a.expectEvent("join alice")
 	b, _ := ts.member("big", "bob")

@@ -38,9 +38,6 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
-	// PresenceTTL, PresenceHeartbeat and PresenceMaxMembers: see streams.PresenceOptions (0 = defaults).
-	PresenceTTL, PresenceHeartbeat time.Duration
-	PresenceMaxMembers             int
 	// UnreadCap: unread counts are exact up to it, "more" above (UNREAD_CAP;
 	// 0: streams.DefaultUnreadCap).
 	UnreadCap int
@@ -53,9 +50,9 @@ type Config struct {
 	// connections still in HTTP (0: fasthttp's default); see netedge.Budget.
 	HeaderTimeout, IdleTimeout time.Duration
 	HTTPConns                  int
-	// Metrics, when set, gets the server's and the hub's metrics registered
-	// and is served at GET /metrics.
-	Metrics *prometheus.Registry
+	// Metrics, when set, is served at GET /metrics. The server registers
+	// nothing itself: the caller registers Collectors (and the hub's).
+	Metrics prometheus.Gatherer
 	// PublishHook, when set, is asked before each message is stored, from
 	// the WebSocket and the HTTP API (hooks.go).
 	PublishHook PublishHook
@@ -66,7 +63,7 @@ type Config struct {
 // Server holds the routes and the open chat connections.
 type Server struct {
 	hub      *streams.Hub
-	presence *streams.Presence // its heartbeat runs from New to Shutdown
+	presence *streams.Presence // the server's from New: Shutdown closes it
 	cfg      Config
 	log      *slog.Logger
 
@@ -86,8 +83,11 @@ type Server struct {
 	httpServer atomic.Pointer[fasthttp.Server]
 }
 
-// New returns a Server that reads and writes rooms through hub.
-func New(hub *streams.Hub, cfg Config) *Server {
+// New returns a Server that reads and writes rooms through hub and keeps
+// its connections' presence in presence. presence is the server's from
+// here on: Shutdown closes it once the last connection has left, so that
+// what the connections left behind is removed after them.
+func New(hub *streams.Hub, presence *streams.Presence, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -121,12 +121,7 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
-	s := &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, conns: map[chatConn]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
-	if cfg.Metrics != nil {
-		s.registerMetrics(cfg.Metrics)
-	}
-	return s
+	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, conns: map[chatConn]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
 }
 
 // frameLimit is the transport limit on a client frame: the largest message

@@ -71,7 +71,8 @@ func TestPublishHook(t *testing.T) {
 	for _, onError := range []hooks.OnError{hooks.Refuse, hooks.Allow} {
 		reg := prometheus.NewRegistry()
 		hook := hooks.NewPublishHook(hooks.PublishOptions{URL: app.srv.URL, Secret: secret, Timeout: 100 * time.Millisecond,
-			OnError: onError, Logger: quiet(), Metrics: reg})
+			OnError: onError, Logger: quiet()})
+		reg.MustRegister(hook.Collectors()...)
 		for _, tc := range []struct {
 			text, want, code string // code: a refusal's; "failed": the hook failed
 		}{

@@ -25,7 +25,7 @@ func TestWebhooksDeliverEveryRoomInOrder(t *testing.T) {
 	e := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
 	rc := newReceiver(t, func(*request) int { time.Sleep(2 * time.Millisecond); return http.StatusOK })
 	reg := prometheus.NewRegistry()
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch, o.Metrics = 3, 7, reg })
+	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch = 3, 7 }).Collectors()...)
 	rooms := []string{"r0", "r1", "r2", "r3", "r4"}
 	for i := range 40 {
 		for j, room := range rooms {
@@ -84,8 +84,9 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	w := e.start(rc.srv.URL, func(o *hooks.WebhookOptions) {
-		o.Timeout, o.Batch, o.Metrics, o.Backoff = 200*time.Millisecond, 5, reg, 50*time.Millisecond
+		o.Timeout, o.Batch, o.Backoff = 200*time.Millisecond, 5, 50*time.Millisecond
 	})
+	reg.MustRegister(w.Collectors()...)
 	rooms := []string{"a", "b"}
 	for i := range 12 {
 		e.append("a", fmt.Sprintf("a %d", i))
@@ -156,7 +157,7 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 		return http.StatusNoContent
 	})
 	reg := prometheus.NewRegistry()
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts, o.Metrics = 3, reg })
+	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 3 }).Collectors()...)
 	before := e.append("lobby", "fine 1")
 	waitFor(t, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
 	poison := e.append("lobby", "poison")
@@ -221,7 +222,7 @@ func TestWebhooksTakeOverFromADeadInstance(t *testing.T) {
 	readAt := time.Now()
 
 	regB := prometheus.NewRegistry()
-	b.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Metrics = claimAfter, regB })
+	regB.MustRegister(b.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter = claimAfter }).Collectors()...)
 	b.append("room", "three")
 	time.Sleep(claimAfter / 2)
 	if got := rc.delivered()["room"]; len(got) != 0 {
