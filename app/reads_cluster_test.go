@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/streams"
 )
 
 // checkReadsOnCluster runs read positions on a Redis Cluster whose rooms
@@ -21,7 +23,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 	ctx := t.Context()
 	for _, room := range rooms {
 		postRead(t, base, room, "carol", lastIDs[room])
-		if got := cc.HGet(ctx, "chat:{"+room+"}:reads", "carol").Val(); got != lastIDs[room] {
+		if got := cc.HGet(ctx, streams.Keys{Prefix: "chat"}.Reads(room), "carol").Val(); got != lastIDs[room] {
 			t.Fatalf("%s: carol's position %q, want %s", room, got, lastIDs[room])
 		}
 	}
@@ -58,7 +60,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 			t.Errorf("%s listed after %s: not newest activity first", u.Rooms[k-1].Room, r.Room)
 		}
 	}
-	if n := cc.ZCard(ctx, "chat:user:{carol}:rooms").Val(); n != int64(len(rooms)) {
+	if n := cc.ZCard(ctx, streams.Keys{Prefix: "chat"}.UserRooms("carol")).Val(); n != int64(len(rooms)) {
 		t.Errorf("carol's room index holds %d rooms, want %d", n, len(rooms))
 	}
 

@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/failover"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -155,7 +154,7 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func (ts *testServer) key(room string) string { return ts.prefix + ":{" + room + "}:messages" }
+func (ts *testServer) key(room string) string { return streams.Keys{Prefix: ts.prefix}.Messages(room) }
 
 // append stores n messages "m0".."m(n-1)" from user and returns their IDs.
 func (ts *testServer) append(room, user string, n int) []string {
@@ -172,21 +171,7 @@ func (ts *testServer) append(room, user string, n int) []string {
 }
 
 // frame is any server frame.
-type frame struct {
-	Type      string `json:"type"`
-	ID        string `json:"id"`
-	Room      string `json:"room"`
-	User      string `json:"user"`
-	Message   string `json:"message"`
-	TS        int64  `json:"ts"`
-	ClientID  string `json:"client_id"`
-	LastID    string `json:"last_id"`
-	Epoch     string `json:"epoch"`
-	Reason    string `json:"reason"`
-	OldestID  string `json:"oldest_id"`
-	Code      string `json:"code"`
-	Duplicate bool   `json:"duplicate"`
-}
+type frame = testkit.Frame
 
 type client struct {
 	t    testing.TB
@@ -208,19 +193,10 @@ func (ts *testServer) dial(room, query string, xroom bool) *client {
 }
 
 func (ts *testServer) tryDial(room, query string, xroom bool, header http.Header) (*client, error) {
-	u := "ws" + strings.TrimPrefix(ts.base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
-	if query != "" {
-		u += "?" + query
-	}
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	if xroom {
-		d.Subprotocols = []string{handlers.Subprotocol}
-	}
-	conn, resp, err := d.Dial(u, header)
+	conn, resp, err := testkit.DialChat(ts.base, room, query, xroom, header)
 	if err != nil {
 		if resp != nil {
-			body, _ := io.ReadAll(resp.Body)
-			return &client{t: ts.t, resp: resp}, fmt.Errorf("%w: %d %s", err, resp.StatusCode, body)
+			return &client{t: ts.t, resp: resp}, err
 		}
 		return nil, err
 	}
@@ -314,18 +290,6 @@ func ids(fs []frame) []string {
 		out[i] = f.ID
 	}
 	return out
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // isPresence tells a presence frame.

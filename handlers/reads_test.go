@@ -9,15 +9,28 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xroom/xroom/streams"
 )
 
 // status sends a request and returns its status and body (for answers
 // without JSON, such as 204).
 func status(t *testing.T, method, url, auth, body string) (int, string) {
 	t.Helper()
+	resp, data := request(t, method, url, auth, body, nil)
+	return resp.StatusCode, string(data)
+}
+
+// request sends a request with the Authorization auth (when not empty)
+// and header, and returns the answer and its body.
+func request(t *testing.T, method, url, auth, body string, header http.Header) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
@@ -28,12 +41,12 @@ func status(t *testing.T, method, url, auth, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data)
+	return resp, data
 }
 
 func (ts *testServer) readPos(room, user string) string {
 	ts.t.Helper()
-	return ts.rdb.HGet(context.Background(), ts.prefix+":{"+room+"}:reads", user).Val()
+	return ts.rdb.HGet(context.Background(), streams.Keys{Prefix: ts.prefix}.Reads(room), user).Val()
 }
 
 // joined dials room as user in the xroom dialect and reads up to ready.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -159,14 +160,14 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 3 }).Collectors()...)
 	before := e.append("lobby", "fine 1")
-	waitFor(t, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
+	testkit.Eventually(t, 15*time.Second, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
 	poison := e.append("lobby", "poison")
-	waitFor(t, "the dead letter", func() bool {
-		n, _ := e.rdb.XLen(context.Background(), e.prefix+":{lobby}:hooks:dead").Result()
+	testkit.Eventually(t, 15*time.Second, "the dead letter", func() bool {
+		n, _ := e.rdb.XLen(context.Background(), streams.Keys{Prefix: e.prefix}.Dead("lobby")).Result()
 		return n == 1
 	})
 	after := []string{e.append("lobby", "fine 2"), e.xadd("lobby", "fine 3")}
-	waitFor(t, "the room to go on", func() bool { return len(rc.delivered()["lobby"]) == 3 })
+	testkit.Eventually(t, 15*time.Second, "the room to go on", func() bool { return len(rc.delivered()["lobby"]) == 3 })
 	if got := rc.delivered()["lobby"]; got[0] != before || got[1] != after[0] || got[2] != after[1] {
 		t.Fatalf("delivered %v, want %s then %v", got, before, after)
 	}
@@ -218,7 +219,7 @@ func TestWebhooksTakeOverFromADeadInstance(t *testing.T) {
 	const claimAfter = 2 * time.Second
 	wa := a.start(stuck.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Timeout = claimAfter, time.Minute })
 	first := []string{a.append("room", "one"), a.append("room", "two")}
-	waitFor(t, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
+	testkit.Eventually(t, 15*time.Second, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
 	readAt := time.Now()
 
 	regB := prometheus.NewRegistry()
@@ -255,10 +256,12 @@ func TestWebhooksStartWhenEnabled(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	rc := newReceiver(t, nil)
 	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromEnabled })
-	waitFor(t, "hooks:since", func() bool { return e.rdb.Exists(context.Background(), e.prefix+":hooks:since").Val() == 1 })
+	testkit.Eventually(t, 15*time.Second, "hooks:since", func() bool {
+		return e.rdb.Exists(context.Background(), streams.Keys{Prefix: e.prefix}.HooksSince()).Val() == 1
+	})
 	newer := e.append("old", "after")
 	fresh := e.xadd("new", "a new room")
-	waitFor(t, "the new messages", func() bool { d := rc.delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
+	testkit.Eventually(t, 15*time.Second, "the new messages", func() bool { d := rc.delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
 	if d := rc.delivered(); d["old"][0] != newer || d["new"][0] != fresh {
 		t.Fatalf("delivered %v; want %s (not %s) and %s", d, newer, old, fresh)
 	}
@@ -288,17 +291,6 @@ func TestWebhooksWithoutKeyspaceNotifications(t *testing.T) {
 	rc.waitDelivered(e, []string{"early", "app", "cli"}, 10*time.Second)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 15s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // metricValue is the value of reg's metric name (a counter or a gauge).
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -324,7 +316,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	e := &env{t: t, prefix: prefix, store: streams.NewStore(cc, streams.Options{Prefix: prefix})}
 	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
-	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: quiet()})
+	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = e.hub.Close() })
 	rc := newReceiver(t, func(r *request) int {
 		for _, m := range r.Messages {
@@ -339,7 +331,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the dead letter", func() bool { return cc.XLen(context.Background(), prefix+":{c}:hooks:dead").Val() == 1 })
+	testkit.Eventually(t, 15*time.Second, "the dead letter", func() bool { return cc.XLen(context.Background(), streams.Keys{Prefix: prefix}.Dead("c")).Val() == 1 })
 	rooms := []string{"a", "b", "c", "d", "e", "f"}
 	want := map[string][]string{}
 	for i := range 5 {
@@ -361,7 +353,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 			want[room] = append(want[room], id)
 		}
 	}
-	waitFor(t, "every room delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every room delivered", func() bool {
 		got := rc.delivered()
 		for _, room := range rooms {
 			if !slices.Equal(got[room], want[room]) {
