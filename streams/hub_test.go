@@ -542,8 +542,8 @@ func TestHubClose(t *testing.T) {
 	if hub.Rooms() != 0 {
 		t.Errorf("Rooms = %d after Close", hub.Rooms())
 	}
-	if _, err := hub.Subscribe(ctx10(t), "room0", func() {}); err == nil || err.Error() != "hub closed" {
-		t.Errorf("Subscribe after Close = %v, want \"hub closed\"", err)
+	if _, err := hub.Subscribe(ctx10(t), "room0", func() {}); !errors.Is(err, streams.ErrHubClosed) {
+		t.Errorf("Subscribe after Close = %v, want streams.ErrHubClosed", err)
 	}
 	if err := blocking.Ping(context.Background()).Err(); err != redis.ErrClosed {
 		t.Errorf("blocking client after Close: %v, want it closed", err)
