@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -38,15 +39,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 			newest[room] = ack.ID
 		}
 	}
-	var u struct {
-		Rooms []struct {
-			Room     string `json:"room"`
-			Unread   int    `json:"unread"`
-			More     bool   `json:"more"`
-			LastRead string `json:"last_read"`
-			LastID   string `json:"last_id"`
-		} `json:"rooms"`
-	}
+	var u testkit.Unread
 	getJSON(t, base+"/api/users/carol/unread", &u)
 	if len(u.Rooms) != len(rooms) {
 		t.Fatalf("carol's unread lists %d rooms, want %d: %+v", len(u.Rooms), len(rooms), u)

@@ -1,13 +1,16 @@
 // Package testkit holds what the tests of several packages share: the
-// frame a server sends as tests read it, a WebSocket dialer, a log
-// destination tests read while servers write to it, and waiting for a
-// condition. Only tests import it; Redis key names come from streams.Keys.
+// frame a server sends as tests read it, the unread counts the API
+// answers, a WebSocket dialer, a log destination tests read while servers
+// write to it, and waiting for a condition. Only tests import it; Redis
+// key names come from streams.Keys.
 package testkit
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +32,30 @@ type Frame struct {
 	OldestID  string `json:"oldest_id"`
 	Code      string `json:"code"`
 	Duplicate bool   `json:"duplicate"`
+}
+
+// Unread is the answer of GET /api/users/{user}/unread.
+type Unread struct {
+	Rooms []struct {
+		Room     string `json:"room"`
+		Unread   int    `json:"unread"`
+		More     bool   `json:"more"`
+		LastRead string `json:"last_read"`
+		LastID   string `json:"last_id"`
+	} `json:"rooms"`
+}
+
+// String lists the rooms as room:count, with a + where there are more.
+func (u Unread) String() string {
+	var b strings.Builder
+	for _, r := range u.Rooms {
+		fmt.Fprintf(&b, "%s:%d", r.Room, r.Unread)
+		if r.More {
+			b.WriteString("+")
+		}
+		b.WriteString(" ")
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // SyncBuffer is an io.Writer a server's goroutines write (a log) while
