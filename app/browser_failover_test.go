@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // A Redis failover that loses a message the page showed (REDIS_ACK_REPLICAS
@@ -25,7 +26,7 @@ func TestBrowserRolledBackReloadsTheRoom(t *testing.T) {
 	p, env := browserServer(t, map[string]string{"REDIS_URL": "redis://" + sentinel, "REDIS_SENTINEL_MASTER": "mymaster"})
 	b := startBrowser(t)
 	const room = "rolled"
-	key := env["CHAT_PREFIX"] + ":{" + room + "}:messages"
+	key := streams.Keys{Prefix: env["CHAT_PREFIX"]}.Messages(room)
 
 	alice := b.join(p.base, "alice", room)
 	alice.say("kept")

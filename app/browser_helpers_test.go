@@ -504,6 +504,29 @@ func (p *tab) state() string {
 
 const browserAPIKey = "browser-test-key"
 
+// browserSecret is the AUTH_SECRET of the browser tests that sign in.
+const browserSecret = "0123456789abcdef0123456789abcdef-browser"
+
+// browserToken is a token for sub that opens rooms (patterns; "" opens
+// every room), signed with browserSecret and good for an hour.
+func browserToken(t *testing.T, sub, rooms string) string {
+	t.Helper()
+	getenv := func(k string) string {
+		switch k {
+		case "AUTH_SECRET":
+			return browserSecret
+		case "ENV_FILE":
+			return "/dev/null"
+		}
+		return ""
+	}
+	tok, err := mintFromEnv(getenv, sub, rooms, time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // browserServer starts an xroom process on a real redis-server, with the
 // HTTP publish API on; extra overrides its environment.
 func browserServer(t *testing.T, extra map[string]string) (*proc, map[string]string) {

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // Browser tests of read positions (unread badges, the "new messages"
@@ -37,7 +38,7 @@ func badge(room string) string {
 // waitPosition waits until user's read position in room, in Redis, is id.
 func waitPosition(t *testing.T, rdb *redis.Client, prefix, room, user, id string) {
 	t.Helper()
-	key := prefix + ":{" + room + "}:reads"
+	key := streams.Keys{Prefix: prefix}.Reads(room)
 	deadline := time.Now().Add(browserWait)
 	for {
 		got := rdb.HGet(context.Background(), key, user).Val()
@@ -111,7 +112,7 @@ func TestBrowserUnreadBadgesDividerAndReadOnAnotherDevice(t *testing.T) {
 	phone.waitSettled("n8", "n9")
 	laptop.waitFor("two unread on the laptop", `document.title === "(2) news · xroom" && `+badge("news")+` === "2"`)
 	time.Sleep(1500 * time.Millisecond) // more than the marking interval
-	if got := rdb.HGet(context.Background(), prefix+":{news}:reads", "alice").Val(); got != ids[6] {
+	if got := rdb.HGet(context.Background(), streams.Keys{Prefix: prefix}.Reads("news"), "alice").Val(); got != ids[6] {
 		t.Fatalf("hidden tabs marked %s read", got)
 	}
 	laptop.screenshot("unread-before-the-phone")
@@ -219,21 +220,8 @@ func TestBrowserRoomIsThePageFocus(t *testing.T) {
 // With a sign-in token, the name field is read-only and looks it: not the
 // white box of a field to type in, and a hint says where the name is from.
 func TestBrowserReadOnlyNameLooksReadOnly(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef-browser"
-	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": secret})
-	getenv := func(k string) string {
-		if k == "AUTH_SECRET" {
-			return secret
-		}
-		if k == "ENV_FILE" {
-			return "/dev/null"
-		}
-		return ""
-	}
-	tok, err := mintFromEnv(getenv, "alice", "", time.Hour, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": browserSecret})
+	tok := browserToken(t, "alice", "")
 	b := startBrowser(t)
 	alice := b.open("alice", p.base+"/?token="+tok)
 	alice.do("the form", chromedp.WaitVisible(chromedp.CSS("#user")))

@@ -174,21 +174,8 @@ func TestBrowserFallsBackToSSEWhenWebSocketsAreRefused(t *testing.T) {
 // With AUTH_SECRET set, a page on SSE sends with its token: its messages
 // are stored as the token's user.
 func TestBrowserSSEWithAuthToken(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef-browser"
-	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": secret})
-	getenv := func(k string) string {
-		if k == "AUTH_SECRET" {
-			return secret
-		}
-		if k == "ENV_FILE" {
-			return "/dev/null"
-		}
-		return ""
-	}
-	tok, err := mintFromEnv(getenv, "erin", "", time.Hour, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": browserSecret})
+	tok := browserToken(t, "erin", "")
 	b := startBrowser(t)
 	const room = "sse-auth"
 	erin := b.open("erin", p.base+"/?transport=sse&token="+tok+"#room="+room)

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // End-to-end tests of the browser client (static/) in a real chromium,
@@ -455,7 +455,7 @@ func TestBrowserGapNotices(t *testing.T) {
 	ctx := context.Background()
 	b := startBrowser(t)
 	const room = "gaps"
-	stream := env["CHAT_PREFIX"] + ":{" + room + "}:messages"
+	stream := streams.Keys{Prefix: env["CHAT_PREFIX"]}.Messages(room)
 
 	alice := b.join(p.base, "alice", room)
 	first := []string{"m1", "m2", "m3"}
@@ -487,7 +487,7 @@ func TestBrowserGapNotices(t *testing.T) {
 	// The room is deleted and starts anew (as after FLUSHALL): the page
 	// drops what it showed and shows the new history.
 	stopProc(t, p)
-	if err := rdb.Del(ctx, stream, env["CHAT_PREFIX"]+":{"+room+"}:epoch").Err(); err != nil {
+	if err := rdb.Del(ctx, stream, streams.Keys{Prefix: env["CHAT_PREFIX"]}.Epoch(room)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	add(t, rdb, stream, "after the reset")
@@ -614,25 +614,9 @@ func TestBrowserPresenceInABigRoom(t *testing.T) {
 // and works as without authentication: chat, history after a reload, and
 // older pages.
 func TestBrowserWithAuthToken(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef-browser"
-	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": secret, "HISTORY_ON_JOIN": "5"})
+	p, _ := browserServer(t, map[string]string{"AUTH_SECRET": browserSecret, "HISTORY_ON_JOIN": "5"})
 	const room = "team-auth"
-	getenv := func(k string) string {
-		if k == "AUTH_SECRET" {
-			return secret
-		}
-		if k == "ENV_FILE" {
-			return "/dev/null"
-		}
-		return ""
-	}
-	mint := func(sub string) string {
-		tok, err := mintFromEnv(getenv, sub, "team-*", time.Hour, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	mint := func(sub string) string { return browserToken(t, sub, "team-*") }
 	for i := 1; i <= 12; i++ {
 		publish(t, p.base, room, "ops", fmt.Sprintf("earlier %02d", i))
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 func TestRunOnRedisCluster(t *testing.T) {
@@ -19,7 +20,7 @@ func TestRunOnRedisCluster(t *testing.T) {
 	var rooms []string
 	for i := 0; len(rooms) < 10; i++ {
 		room := fmt.Sprintf("room-%d", i)
-		node, err := cc.MasterForKey(ctx, "chat:{"+room+"}:messages")
+		node, err := cc.MasterForKey(ctx, streams.Keys{Prefix: "chat"}.Messages(room))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +64,7 @@ func TestRunOnRedisCluster(t *testing.T) {
 		if f := b.expect("message"); f.ID != ack2.ID {
 			t.Fatalf("%s: bob's next message is %+v, want %s (the resend must not be delivered)", room, f, ack2.ID)
 		}
-		key := "chat:{" + room + "}:messages"
+		key := streams.Keys{Prefix: "chat"}.Messages(room)
 		if n, err := cc.XLen(ctx, key).Result(); err != nil || n != 2 {
 			t.Fatalf("%s: XLEN = %d %v, want 2", key, n, err)
 		}
@@ -101,7 +102,7 @@ func TestRunOnRedisCluster(t *testing.T) {
 		if len(p.Members) != 2 || p.Members[0].User != "alice" || p.Members[1].User != "bob" {
 			t.Fatalf("%s: presence %+v, want alice and bob", room, p)
 		}
-		if n := cc.XLen(ctx, "chat:{"+room+"}:events").Val(); n < 2 {
+		if n := cc.XLen(ctx, streams.Keys{Prefix: "chat"}.Events(room)).Val(); n < 2 {
 			t.Fatalf("%s: %d events, want the joins", room, n)
 		}
 	}
@@ -110,7 +111,7 @@ func TestRunOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, room := range rooms {
-		if n := cc.ZCard(ctx, "chat:{"+room+"}:presence").Val(); n != 0 {
+		if n := cc.ZCard(ctx, streams.Keys{Prefix: "chat"}.Presence(room)).Val(); n != 0 {
 			t.Errorf("%s: %d members left after a graceful stop", room, n)
 		}
 	}

@@ -242,9 +242,9 @@ const minEdgeTimeout = 100 * time.Millisecond
 // MAX_CONNS, fasthttp's own connection cap, the tail pool's own size.
 func (c config) planDescriptors(limit uint64) (netedge.Budget, error) {
 	if limit == 0 {
-		return netedge.Budget{Tails: tailPoolSize, MaxConns: c.Limits.MaxConns}, nil
+		return netedge.Budget{Tails: streams.TailPoolSize, MaxConns: c.Limits.MaxConns}, nil
 	}
-	b := netedge.Plan(limit, c.RedisPoolSize, tailPoolSize, c.RedisURL == "")
+	b := netedge.Plan(limit, c.RedisPoolSize, streams.TailPoolSize, c.RedisURL == "")
 	if b.MostConns() < 1 {
 		return b, fmt.Errorf("invalid REDIS_POOL_SIZE=\"%d\": with a descriptor limit of %d (ulimit -n), Redis connections (%d, room tails included) leave no room for clients; raise the limit or lower REDIS_POOL_SIZE",
 			c.RedisPoolSize, b.Limit, b.Redis)

@@ -282,7 +282,7 @@ func TestPlanDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := c.planDescriptors(20000)
-	if err != nil || b.MaxConns != 17423 || b.HTTPConns != 2489 || b.Tails != tailPoolSize {
+	if err != nil || b.MaxConns != 17423 || b.HTTPConns != 2489 || b.Tails != streams.TailPoolSize {
 		t.Fatalf("20000 descriptors: %+v, %v", b, err)
 	}
 	c.Limits.MaxConns = 10000
@@ -299,11 +299,11 @@ func TestPlanDescriptors(t *testing.T) {
 	}
 	// The embedded Redis holds both ends of each connection.
 	c.RedisURL, c.RedisPoolSize = "", 20
-	if b, err = c.planDescriptors(20000); err != nil || b.Redis != 2*(20+tailPoolSize) {
+	if b, err = c.planDescriptors(20000); err != nil || b.Redis != 2*(20+streams.TailPoolSize) {
 		t.Fatalf("embedded: %+v, %v", b, err)
 	}
 	// Unknown limit: nothing planned.
-	if b, err = c.planDescriptors(0); err != nil || b.MaxConns != 0 || b.HTTPConns != 0 || b.Tails != tailPoolSize {
+	if b, err = c.planDescriptors(0); err != nil || b.MaxConns != 0 || b.HTTPConns != 0 || b.Tails != streams.TailPoolSize {
 		t.Fatalf("no limit: %+v, %v", b, err)
 	}
 }

@@ -17,10 +17,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/fasthttp/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/streams"
 )
 
 // The server under a low descriptor limit, offered more connections than it
@@ -94,15 +95,13 @@ func silentFlood(t *testing.T, base string, n int, limit time.Duration) (refused
 // dialWS opens a WebSocket in the xroom dialect; on a refusal it returns
 // the status and body.
 func dialWS(base, room, user string) (*wsClient, int, string, error) {
-	u := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + room + "/?user=" + user
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"xroom.v1"}}
-	conn, resp, err := d.Dial(u, nil)
-	if err != nil {
-		if resp == nil {
-			return nil, 0, "", err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		return nil, resp.StatusCode, string(body), err
+	conn, _, err := testkit.DialChat(base, room, "user="+user, true, nil)
+	var refusal *testkit.Refusal
+	switch {
+	case errors.As(err, &refusal):
+		return nil, refusal.Status, refusal.Body, err
+	case err != nil:
+		return nil, 0, "", err
 	}
 	return &wsClient{conn: conn}, http.StatusSwitchingProtocols, "", nil
 }
@@ -219,7 +218,7 @@ func TestProcessLivesThroughEMFILE(t *testing.T) {
 	p.out.waitFor(t, regexp.MustCompile(`msg="accepting a connection failed; retrying" err=".*too many open files"`), nil)
 	// Added straight to the stream: the room's tail reads it on the
 	// connection it has, where a send would need a new Redis connection.
-	if err := srv.Client(t).XAdd(context.Background(), &redis.XAddArgs{Stream: prefix + ":{held}:messages",
+	if err := srv.Client(t).XAdd(context.Background(), &redis.XAddArgs{Stream: streams.Keys{Prefix: prefix}.Messages("held"),
 		Values: []string{"user", "ops", "message", "while out of descriptors"}}).Err(); err != nil {
 		t.Fatal(err)
 	}

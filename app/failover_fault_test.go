@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -31,7 +32,7 @@ type failoverSetup struct {
 	fault    func(t *testing.T)
 	promoted func() bool        // the new primary is in place
 	recover  func(t *testing.T) // after the promotion, if set
-	stream   func(t *testing.T, prefix string) []fframe
+	stream   func(t *testing.T, prefix string) []testkit.Frame
 }
 
 // idAfter reports whether stream ID a is after b.
@@ -153,7 +154,7 @@ func (l *load) acksAfter(t *testing.T, since time.Time, n int) {
 // converge reads what c is sent until it holds exactly the stream (a
 // rolled_back gap may still be on its way), reconnecting (with since) if
 // its connection was closed, then compares.
-func converge(t *testing.T, c *peer, stream []fframe, reconnect func() error) {
+func converge(t *testing.T, c *peer, stream []testkit.Frame, reconnect func() error) {
 	t.Helper()
 	deadline := time.Now().Add(replyWait)
 	for !sameIDs(c.msgs, stream) && time.Now().Before(deadline) {
@@ -180,7 +181,7 @@ func converge(t *testing.T, c *peer, stream []fframe, reconnect func() error) {
 	checkSequence(t, c.user, c.msgs, stream)
 }
 
-func sameIDs(a, b []fframe) bool {
+func sameIDs(a, b []testkit.Frame) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -209,7 +210,7 @@ func reconnectWithin(c *peer, base string, d time.Duration) error {
 // and every acked message the stream lost reached no client silently: a
 // client that had it was told (gap rolled_back, or reset when it came back
 // with since= a lost ID) and dropped it, which converge then confirms.
-func checkLostAnnounced(t *testing.T, stream []fframe, acked map[string]string, peers []*peer) {
+func checkLostAnnounced(t *testing.T, stream []testkit.Frame, acked map[string]string, peers []*peer) {
 	t.Helper()
 	in := map[string]bool{}
 	seen := map[string]bool{}
@@ -284,7 +285,7 @@ func sentinelSetup(t *testing.T, n int, hard bool) failoverSetup {
 			}
 		},
 		promoted: func() bool { return named() != nil },
-		stream: func(t *testing.T, prefix string) []fframe {
+		stream: func(t *testing.T, prefix string) []testkit.Frame {
 			return streamOf(t, named(), prefix, failoverRoom)
 		},
 	}
@@ -328,8 +329,8 @@ func clusterSetup(t *testing.T, hard bool) failoverSetup {
 	return failoverSetup{
 		env: map[string]string{"REDIS_URL": strings.Join(urls, ",")},
 		fault: func(t *testing.T) {
-			primary, replica = c.PrimaryOf(t, "x:{"+failoverRoom+"}:messages")
-			for deadline := time.Now().Add(10 * time.Second); replica == ""; primary, replica = c.PrimaryOf(t, "x:{"+failoverRoom+"}:messages") {
+			primary, replica = c.PrimaryOf(t, streams.Keys{Prefix: "x"}.Messages(failoverRoom))
+			for deadline := time.Now().Add(10 * time.Second); replica == ""; primary, replica = c.PrimaryOf(t, streams.Keys{Prefix: "x"}.Messages(failoverRoom)) {
 				if time.Now().After(deadline) {
 					t.Fatalf("%s has no replica", primary)
 				}
@@ -347,8 +348,8 @@ func clusterSetup(t *testing.T, hard bool) failoverSetup {
 			}
 		},
 		promoted: func() bool { return redistest.IsPrimary(replica) },
-		stream: func(t *testing.T, prefix string) []fframe {
-			msgs, err := cc.XRange(context.Background(), prefix+":{"+failoverRoom+"}:messages", "-", "+").Result()
+		stream: func(t *testing.T, prefix string) []testkit.Frame {
+			msgs, err := cc.XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages(failoverRoom), "-", "+").Result()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/streams"
 )
 
 // Process-level fault tests: real xroom binaries on real redis-server
@@ -27,29 +28,15 @@ import (
 // Redis is doing: a hang fails the test.
 const replyWait = 20 * time.Second
 
-// fframe is a server frame with every field the fault tests look at.
-type fframe struct {
-	Type     string `json:"type"`
-	ID       string `json:"id"`
-	User     string `json:"user"`
-	Message  string `json:"message"`
-	ClientID string `json:"client_id"`
-	LastID   string `json:"last_id"`
-	Epoch    string `json:"epoch"`
-	Reason   string `json:"reason"`
-	OldestID string `json:"oldest_id"`
-	Code     string `json:"code"`
-}
-
 // peer is a chat client that keeps what it received, survives its server
 // going away (it reconnects with since and epoch), and reports problems as
 // errors so it can run on its own goroutine.
 type peer struct {
 	room, user string
 	conn       *websocket.Conn
-	msgs       []fframe // message frames, in arrival order
+	msgs       []testkit.Frame // message frames, in arrival order
 	epoch      string
-	gaps       []fframe
+	gaps       []testkit.Frame
 	slowest    time.Duration // the longest a send waited for its reply
 }
 
@@ -72,11 +59,9 @@ func (p *peer) connect(base string, resume bool) error {
 	} else {
 		q.Set("since", "0")
 	}
-	u := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + p.room + "/?" + q.Encode()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"xroom.v1"}}
-	conn, _, err := d.Dial(u, nil)
+	conn, _, err := testkit.DialChat(base, p.room, q.Encode(), true, nil)
 	if err != nil {
-		return fmt.Errorf("%s: dial %s: %w", p.user, u, err)
+		return fmt.Errorf("%s: dial %s?%s: %w", p.user, p.room, q.Encode(), err)
 	}
 	if p.conn != nil {
 		p.conn.Close()
@@ -100,11 +85,11 @@ func (p *peer) connect(base string, resume bool) error {
 
 // read reads one frame, recording messages and gaps. Presence frames are
 // not what these tests are about: it reads past them.
-func (p *peer) read(d time.Duration) (fframe, error) {
-	var f fframe
+func (p *peer) read(d time.Duration) (testkit.Frame, error) {
+	var f testkit.Frame
 	_ = p.conn.SetReadDeadline(time.Now().Add(d))
 	for f.Type == "" || f.Type == "presence" {
-		f = fframe{}
+		f = testkit.Frame{}
 		_, data, err := p.conn.ReadMessage()
 		if err != nil {
 			return f, fmt.Errorf("%s: read: %w", p.user, err)
@@ -142,7 +127,7 @@ func (p *peer) sendUntilAcked(text, cid string, reconnect func() error) (id stri
 		if attempt > 0 {
 			time.Sleep(100 * time.Millisecond)
 		}
-		var f fframe
+		var f testkit.Frame
 		start := time.Now()
 		err := p.conn.WriteMessage(websocket.TextMessage, frame)
 		if err == nil {
@@ -172,7 +157,7 @@ func (p *peer) sendUntilAcked(text, cid string, reconnect func() error) (id stri
 var errNoReply = errors.New("no reply within the bound")
 
 // replyTo reads until the ack or error for cid, within replyWait.
-func (p *peer) replyTo(cid string) (fframe, error) {
+func (p *peer) replyTo(cid string) (testkit.Frame, error) {
 	deadline := time.Now().Add(replyWait)
 	for {
 		f, err := p.read(time.Until(deadline))
@@ -205,7 +190,7 @@ func (p *peer) drain(n int) error {
 
 // checkSequence compares what a peer received with the stream in Redis:
 // the same IDs in the same order, each once, with the stored content.
-func checkSequence(t *testing.T, who string, got []fframe, want []fframe) {
+func checkSequence(t *testing.T, who string, got []testkit.Frame, want []testkit.Frame) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s got %d messages, the stream holds %d", who, len(got), len(want))
@@ -220,9 +205,9 @@ func checkSequence(t *testing.T, who string, got []fframe, want []fframe) {
 }
 
 // streamOf reads the room's stream straight from Redis.
-func streamOf(t *testing.T, rs *redistest.Server, prefix, room string) []fframe {
+func streamOf(t *testing.T, rs *redistest.Server, prefix, room string) []testkit.Frame {
 	t.Helper()
-	msgs, err := rs.Client(t).XRange(context.Background(), prefix+":{"+room+"}:messages", "-", "+").Result()
+	msgs, err := rs.Client(t).XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages(room), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,17 +215,17 @@ func streamOf(t *testing.T, rs *redistest.Server, prefix, room string) []fframe 
 }
 
 // toFrames turns stream entries into the frames clients should have got.
-func toFrames(msgs []redis.XMessage) []fframe {
-	out := make([]fframe, len(msgs))
+func toFrames(msgs []redis.XMessage) []testkit.Frame {
+	out := make([]testkit.Frame, len(msgs))
 	for i, m := range msgs {
 		s := func(k string) string { v, _ := m.Values[k].(string); return v }
-		out[i] = fframe{Type: "message", ID: m.ID, User: s("user"), Message: s("message"), ClientID: s("client_id")}
+		out[i] = testkit.Frame{Type: "message", ID: m.ID, User: s("user"), Message: s("message"), ClientID: s("client_id")}
 	}
 	return out
 }
 
 // checkAcked checks that every acked client_id is in the stream once, under its acked ID.
-func checkAcked(t *testing.T, stream []fframe, acked map[string]string) {
+func checkAcked(t *testing.T, stream []testkit.Frame, acked map[string]string) {
 	t.Helper()
 	byCID := map[string]string{}
 	for _, f := range stream {
@@ -482,9 +467,7 @@ func TestFaultRoomDataLost(t *testing.T) {
 
 			// Back with since and the old epoch.
 			q := url.Values{"user": {"back"}, "since": {lastOld}, "epoch": {oldEpoch}}
-			u := "ws" + strings.TrimPrefix(p.base, "http") + "/ws/chat/lost/?" + q.Encode()
-			d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"xroom.v1"}}
-			conn, _, err := d.Dial(u, nil)
+			conn, _, err := testkit.DialChat(p.base, "lost", q.Encode(), true, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,8 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/streams"
@@ -24,7 +22,7 @@ const embeddedScanEvery = 2 * time.Second
 
 // startHooks starts webhook delivery and makes the publish hook, each when
 // its URL is set (nil otherwise).
-func startHooks(cfg config, hub *streams.Hub, metrics *prometheus.Registry, log *slog.Logger, embedded bool) (*hooks.Webhooks, handlers.PublishHook) {
+func startHooks(cfg config, hub *streams.Hub, log *slog.Logger, embedded bool) (*hooks.Webhooks, *hooks.PublishHook) {
 	h := cfg.Hooks
 	if (h.WebhookURL != "" || h.PublishURL != "") && h.WebhookSecret == "" {
 		log.Warn("WEBHOOK_SECRET is empty: hook requests are signed with an empty key, which anyone can forge")
@@ -34,20 +32,29 @@ func startHooks(cfg config, hub *streams.Hub, metrics *prometheus.Registry, log 
 		opt := hooks.WebhookOptions{
 			URL: h.WebhookURL, Secret: h.WebhookSecret, ClaimAfter: h.ClaimAfter, Concurrency: h.Concurrency,
 			MaxAttempts: h.MaxAttempts, Batch: h.Batch, Timeout: h.Timeout, Backoff: h.Backoff, From: h.From,
-			Logger: log, Metrics: metrics,
+			Logger: log,
 		}
 		if embedded {
 			opt.Watch.ScanEvery = embeddedScanEvery
 		}
 		webhooks = hooks.StartWebhooks(hub, opt)
 	}
-	var publish handlers.PublishHook // a nil *hooks.PublishHook in it would not be nil
+	var publish *hooks.PublishHook
 	if h.PublishURL != "" {
 		publish = hooks.NewPublishHook(hooks.PublishOptions{URL: h.PublishURL, Secret: h.WebhookSecret,
-			Timeout: h.PublishTimeout, OnError: h.PublishOnError, Logger: log, Metrics: metrics})
+			Timeout: h.PublishTimeout, OnError: h.PublishOnError, Logger: log})
 		log.Info("every message is checked by the publish hook before it is stored", "timeout", h.PublishTimeout)
 	}
 	return webhooks, publish
+}
+
+// publishHook is what the server asks before storing: nil (no hook) or
+// p; a nil *hooks.PublishHook in the interface would not be nil.
+func publishHook(p *hooks.PublishHook) handlers.PublishHook {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 // hooksStatus is what GET /api/hooks reports: nil (webhooks off) or w.

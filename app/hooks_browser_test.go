@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // A message the publish hook refuses, with a code of the application's
@@ -51,7 +52,7 @@ func TestBrowserPublishHookRefusal(t *testing.T) {
 			t.Errorf("bob sees the refused message: %+v", r)
 		}
 	}
-	n, err := redistest.Shared(t).Client(t).XLen(context.Background(), env["CHAT_PREFIX"]+":{"+room+"}:messages").Result()
+	n, err := redistest.Shared(t).Client(t).XLen(context.Background(), streams.Keys{Prefix: env["CHAT_PREFIX"]}.Messages(room)).Result()
 	if err != nil || n != 1 {
 		t.Fatalf("Redis holds %d messages (%v), want only the checked one", n, err)
 	}

@@ -78,7 +78,7 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 	if !strings.Contains(b.out.String(), "took over a webhook batch") {
 		t.Errorf("B's log does not say it took the batch over:\n%s", b.out.String())
 	}
-	p, err := srv.Client(t).XPending(context.Background(), prefix+":{lobby}:messages", streams.HookGroupName).Result()
+	p, err := srv.Client(t).XPending(context.Background(), streams.Keys{Prefix: prefix}.Messages("lobby"), streams.HookGroupName).Result()
 	if err != nil || p.Count != 0 {
 		t.Fatalf("XPENDING after the take-over: %+v, %v", p, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 const hookSecret = "a secret of the app and xroom"
@@ -101,7 +102,7 @@ func (a *webhookApp) waitStreams(t *testing.T, rdb redis.UniversalClient, prefix
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for _, room := range rooms {
-		msgs, err := rdb.XRange(context.Background(), prefix+":{"+room+"}:messages", "-", "+").Result()
+		msgs, err := rdb.XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages(room), "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,11 +187,11 @@ func TestHooksEveryMessageReachesTheWebhook(t *testing.T) {
 			if code, body := apiPublish(t, r.base, "k", room, "bot", fmt.Sprintf("api %d", i)); code != 201 {
 				t.Fatalf("publish: %d %s", code, body)
 			}
-			srv.CLI(t, "XADD", prefix+":{"+room+"}:messages", "*", "user", "cli", "message", fmt.Sprintf("cli %d", i))
+			srv.CLI(t, "XADD", streams.Keys{Prefix: prefix}.Messages(room), "*", "user", "cli", "message", fmt.Sprintf("cli %d", i))
 		}
 	}
 	// And a room nobody is in, that only redis-cli ever wrote to.
-	srv.CLI(t, "XADD", prefix+":{quiet}:messages", "*", "user", "cli", "message", "anyone there?")
+	srv.CLI(t, "XADD", streams.Keys{Prefix: prefix}.Messages("quiet"), "*", "user", "cli", "message", "anyone there?")
 	app.waitStreams(t, srv.Client(t), prefix, append(rooms, "quiet"), 20*time.Second)
 
 	var st struct {
@@ -303,7 +304,7 @@ func TestHooksPublishHook(t *testing.T) {
 		if code, _ := apiPublish(t, r.base, "k", "lobby", "bot", "api"); code != 201 {
 			t.Fatalf("%s: HTTP publish: %d", onError, code)
 		}
-		msgs, err := srv.Client(t).XRange(context.Background(), prefix+":{lobby}:messages", "-", "+").Result()
+		msgs, err := srv.Client(t).XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages("lobby"), "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +348,7 @@ func TestHooksReplayCommand(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // a batch of its own
 	}
 	rdb := srv.Client(t)
-	dead := prefix + ":{lobby}:hooks:dead"
+	dead := streams.Keys{Prefix: prefix}.Dead("lobby")
 	deadline := time.Now().Add(10 * time.Second)
 	for rdb.XLen(context.Background(), dead).Val() != 1 {
 		if time.Now().After(deadline) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // Out of the box, a client that floods is refused with rate_limited frames
@@ -40,7 +41,7 @@ func TestRunAppliesDefaultRateLimits(t *testing.T) {
 	if limited == 0 || acked < 20 {
 		t.Fatalf("%d acked, %d limited; want the burst through and the rest limited", acked, limited)
 	}
-	if got := srv.Client(t).XLen(context.Background(), prefix+":{flood}:messages").Val(); got != int64(acked) {
+	if got := srv.Client(t).XLen(context.Background(), streams.Keys{Prefix: prefix}.Messages("flood")).Val(); got != int64(acked) {
 		t.Fatalf("%d stored, %d acked", got, acked)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alicebob/miniredis/v2"
@@ -38,11 +39,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-// tailPoolSize caps the tail's own connections (a notification
-// subscriber, or the fallback's blocking reads: see streams.TailMode),
-// which do not grow with rooms.
-const tailPoolSize = 4
 
 // run serves until ctx ends, then stops gracefully.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -92,7 +88,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("Redis does not answer yet", "err", err)
 	}
 
-	metrics := newMetrics(rdb, blocking)
+	rm := redisMetrics(rdb, blocking)
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
 		if err != nil {
@@ -103,7 +99,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout})
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
-	webhooks, publishHook := startHooks(cfg, hub, metrics, log, embedded)
+	// The server's presence heartbeat runs until srv.Shutdown, which
+	// removes this instance's members (see handlers/presence.go).
+	presence := streams.NewPresence(store, streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: log})
+	webhooks, publish := startHooks(cfg, hub, log, embedded)
 	closeHooks := func(ctx context.Context) {
 		if webhooks != nil {
 			if err := webhooks.Close(ctx); err != nil {
@@ -112,8 +111,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}
 	cfg.Limits.MaxConns = budget.MaxConns
-	srv := handlers.New(hub, handlers.Config{
-		PublishHook:     publishHook,
+	metrics := prometheus.NewRegistry()
+	srv := handlers.New(hub, presence, handlers.Config{
+		PublishHook:     publishHook(publish),
 		Hooks:           hooksStatus(webhooks),
 		HistoryOnJoin:   cfg.HistoryOnJoin,
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -123,17 +123,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Limits:          cfg.Limits,
 		Static:          static.Files,
 		Logger:          log,
-		// The server's presence heartbeat runs until srv.Shutdown, which
-		// removes this instance's members (see handlers/presence.go).
-		PresenceTTL:        cfg.PresenceTTL,
-		PresenceHeartbeat:  cfg.PresenceHeartbeat,
-		PresenceMaxMembers: cfg.PresenceMaxMembers,
-		UnreadCap:          cfg.UnreadCap,
-		Metrics:            metrics,
-		HeaderTimeout:      cfg.HeaderTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		HTTPConns:          budget.HTTPConns,
+		UnreadCap:       cfg.UnreadCap,
+		Metrics:         metrics,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		HTTPConns:       budget.HTTPConns,
 	})
+	registerMetrics(metrics, rm, hub, srv, webhooks, publish)
 	app := srv.App()
 
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -19,6 +19,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // The xroom binary, built once for the package's process tests.
@@ -245,7 +246,7 @@ func TestProcessSIGTERM(t *testing.T) {
 	}
 
 	// Every acked message is in Redis under its acked ID, and none twice.
-	msgs, err := srv.Client(t).XRange(context.Background(), prefix+":{busy}:messages", "-", "+").Result()
+	msgs, err := srv.Client(t).XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages("busy"), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/streams"
 )
 
 // checkReadsOnCluster runs read positions on a Redis Cluster whose rooms
@@ -21,7 +24,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 	ctx := t.Context()
 	for _, room := range rooms {
 		postRead(t, base, room, "carol", lastIDs[room])
-		if got := cc.HGet(ctx, "chat:{"+room+"}:reads", "carol").Val(); got != lastIDs[room] {
+		if got := cc.HGet(ctx, streams.Keys{Prefix: "chat"}.Reads(room), "carol").Val(); got != lastIDs[room] {
 			t.Fatalf("%s: carol's position %q, want %s", room, got, lastIDs[room])
 		}
 	}
@@ -36,15 +39,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 			newest[room] = ack.ID
 		}
 	}
-	var u struct {
-		Rooms []struct {
-			Room     string `json:"room"`
-			Unread   int    `json:"unread"`
-			More     bool   `json:"more"`
-			LastRead string `json:"last_read"`
-			LastID   string `json:"last_id"`
-		} `json:"rooms"`
-	}
+	var u testkit.Unread
 	getJSON(t, base+"/api/users/carol/unread", &u)
 	if len(u.Rooms) != len(rooms) {
 		t.Fatalf("carol's unread lists %d rooms, want %d: %+v", len(u.Rooms), len(rooms), u)
@@ -58,7 +53,7 @@ func checkReadsOnCluster(t *testing.T, cc *redis.ClusterClient, base string, roo
 			t.Errorf("%s listed after %s: not newest activity first", u.Rooms[k-1].Room, r.Room)
 		}
 	}
-	if n := cc.ZCard(ctx, "chat:user:{carol}:rooms").Val(); n != int64(len(rooms)) {
+	if n := cc.ZCard(ctx, streams.Keys{Prefix: "chat"}.UserRooms("carol")).Val(); n != int64(len(rooms)) {
 		t.Errorf("carol's room index holds %d rooms, want %d", n, len(rooms))
 	}
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,13 +13,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/streams"
 )
 
 func TestMain(m *testing.M) {
@@ -29,23 +29,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is an io.Writer safe for the server's goroutines and the test's.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is the server's output, which the test reads while it runs.
+type syncBuffer struct{ testkit.SyncBuffer }
 
 // waitFor waits until re matches the output, and returns the submatches.
 func (b *syncBuffer) waitFor(t testing.TB, re *regexp.Regexp, done <-chan error) []string {
@@ -129,19 +114,7 @@ func (r *running) stop() error {
 }
 
 // frame is any server frame.
-type frame struct {
-	Type      string `json:"type"`
-	ID        string `json:"id"`
-	Room      string `json:"room"`
-	User      string `json:"user"`
-	Message   string `json:"message"`
-	TS        int64  `json:"ts"`
-	ClientID  string `json:"client_id"`
-	LastID    string `json:"last_id"`
-	Epoch     string `json:"epoch"`
-	Code      string `json:"code"`
-	Duplicate bool   `json:"duplicate"`
-}
+type frame = testkit.Frame
 
 type wsClient struct {
 	t    testing.TB
@@ -151,15 +124,9 @@ type wsClient struct {
 // dial opens the room's WebSocket in the xroom dialect.
 func dial(t testing.TB, base, room, user string) *wsClient {
 	t.Helper()
-	u := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + room + "/?user=" + user
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"xroom.v1"}}
-	conn, resp, err := d.Dial(u, nil)
+	conn, _, err := testkit.DialChat(base, room, "user="+user, true, nil)
 	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (status %d)", u, err, status)
+		t.Fatalf("dial %s as %s: %v", room, user, err)
 	}
 	if p := conn.Subprotocol(); p != "xroom.v1" {
 		t.Fatalf("subprotocol %q, want xroom.v1", p)
@@ -412,7 +379,7 @@ func TestRunWithRedisURL(t *testing.T) {
 	}
 	// The entry is in the real server under the prefix.
 	rdb := srv.Client(t)
-	msgs, err := rdb.XRange(context.Background(), prefix+":{room.1}:messages", "-", "+").Result()
+	msgs, err := rdb.XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages("room.1"), "-", "+").Result()
 	if err != nil || len(msgs) != 1 || msgs[0].ID != ack.ID || msgs[0].Values["message"] != "over real redis" {
 		t.Fatalf("XRANGE = %v %v", msgs, err)
 	}

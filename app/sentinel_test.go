@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // startSentinel runs a real Sentinel watching the master at masterAddr as
@@ -43,7 +44,7 @@ func TestRunThroughSentinel(t *testing.T) {
 		t.Fatalf("bob got %+v, want %s", f, ack.ID)
 	}
 	// The message is on the master that Sentinel named.
-	out := master.CLI(t, "XRANGE", prefix+":{lobby}:messages", "-", "+")
+	out := master.CLI(t, "XRANGE", streams.Keys{Prefix: prefix}.Messages("lobby"), "-", "+")
 	if !strings.Contains(out, ack.ID) || !strings.Contains(out, "via sentinel") {
 		t.Fatalf("master lacks the entry:\n%s", out)
 	}

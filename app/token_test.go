@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 )
 
 const devSecret = "dev-secret-for-tests-0123456789abcdef"
@@ -125,12 +125,10 @@ func TestRunWithAuthAcceptsMintedTokens(t *testing.T) {
 
 	srv := redistest.Shared(t)
 	r := startRun(t, baseEnv(t, map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": redistest.Prefix(t), "AUTH_SECRET": devSecret, "LOG_LEVEL": "debug"}))
-	ws := "ws" + strings.TrimPrefix(r.base, "http") + "/ws/chat/"
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"xroom.v1"}}
-	for _, u := range []string{ws + "lobby/", ws + "lobby/?token=" + tok[:len(tok)-3] + "abc", ws + "other/?token=" + tok} {
-		_, resp, err := d.Dial(u, nil)
+	for _, c := range []struct{ room, query string }{{"lobby", ""}, {"lobby", "token=" + tok[:len(tok)-3] + "abc"}, {"other", "token=" + tok}} {
+		_, resp, err := testkit.DialChat(r.base, c.room, c.query, true, nil)
 		if err == nil || resp == nil || (resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden) {
-			t.Fatalf("%s: %v, want 401 or 403", u, err)
+			t.Fatalf("%s?%s: %v, want 401 or 403", c.room, c.query, err)
 		}
 	}
 	c := dial(t, r.base, "lobby", "alice&token="+tok)

@@ -39,12 +39,12 @@ func replay(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	if f.entries < 1 || f.repeat < 1 {
 		return res, fmt.Errorf("replay: -entries and -repeat must be at least 1")
 	}
-	key := o.prefix + ":{" + room + "}:messages"
+	key := messagesKey(o.prefix, room)
 	seedStart := time.Now()
 	if err := seed(ctx, rdb, key, r.id, f.entries, o.size); err != nil {
 		return res, err
 	}
-	defer rdb.Del(context.Background(), key, o.prefix+":{"+room+"}:epoch")
+	defer rdb.Del(context.Background(), key, epochKey(o.prefix, room))
 	rp := &replayResult{Entries: f.entries, SeedSec: time.Since(seedStart).Seconds()}
 	res.Replay = rp
 
@@ -136,3 +136,10 @@ func seed(ctx context.Context, rdb *redis.Client, key, runID string, entries, si
 	}
 	return nil
 }
+
+// messagesKey and epochKey copy streams.Keys.Messages and streams.Keys.Epoch
+// (streams/keys.go): bench measures xroom from outside and imports none of
+// it, so a change of key names there must be made here too.
+func messagesKey(prefix, room string) string { return prefix + ":{" + room + "}:messages" }
+
+func epochKey(prefix, room string) string { return prefix + ":{" + room + "}:epoch" }

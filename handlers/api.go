@@ -14,6 +14,11 @@ import (
 	"github.com/xroom/xroom/streams"
 )
 
+// apiError answers {"error": {"code", "message"}}.
+func apiError(c *fiber.Ctx, status int, code, message string) error {
+	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": message}})
+}
+
 func (s *Server) readyz(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,23 +18,10 @@ import (
 	"github.com/xroom/xroom/streams"
 )
 
-// do sends a request and decodes the JSON answer into out (when not nil).
+// do sends a JSON request and decodes the JSON answer into out (when not nil).
 func do(t *testing.T, method, url, auth, body string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
+	resp, data := request(t, method, url, auth, body, http.Header{"Content-Type": {"application/json"}})
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Fatalf("%s %s: Content-Type %q: %s", method, url, ct, data)
 	}
@@ -92,7 +80,7 @@ func TestHistoryPages(t *testing.T) {
 	// after: oldest first, exclusive.
 	var p page
 	do(t, "GET", url+"?after="+all[9]+"&limit=5", "", "", &p)
-	if !equal(ids(p.Messages), all[10:15]) || p.Next == nil || *p.Next != all[14] {
+	if !slices.Equal(ids(p.Messages), all[10:15]) || p.Next == nil || *p.Next != all[14] {
 		t.Fatalf("after page = %v next %v, want %v", ids(p.Messages), p.Next, all[10:15])
 	}
 	do(t, "GET", url+"?after=0&limit=500", "", "", &p)
@@ -220,7 +208,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	store := streams.NewStore(dead, streams.Options{Prefix: "dead"})
 	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), streams.HubOptions{Encode: handlers.EncodeMessage, Logger: quietLogger()})
 	defer hub.Close()
-	srv := handlers.New(hub, handlers.Config{Logger: quietLogger(), APIKey: "k"})
+	srv := handlers.New(hub, streams.NewPresence(store, streams.PresenceOptions{Logger: quietLogger()}), handlers.Config{Logger: quietLogger(), APIKey: "k"})
 	app := srv.App()
 	defer app.Shutdown()
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/api/rooms": 503} {

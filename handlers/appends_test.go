@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/xroom/xroom/streams"
 )
 
 // pipelines counts the pipelines a client sends.
@@ -64,7 +66,7 @@ func TestAppendsOfOneConnectionArePipelinedInOrder(t *testing.T) {
 	if p := counter.n.Load() - before; p >= n {
 		t.Fatalf("%d messages took %d pipelines: not batched", n, p)
 	}
-	stored, err := ts.rdb.XRange(context.Background(), ts.prefix+":{burst}:messages", "-", "+").Result()
+	stored, err := ts.rdb.XRange(context.Background(), streams.Keys{Prefix: ts.prefix}.Messages("burst"), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

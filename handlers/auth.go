@@ -204,13 +204,15 @@ func roomForbidden(c *fiber.Ctx) error {
 }
 
 // authChat runs before a chat connection (WebSocket or SSE) is served,
-// after the user parameter was read: with authentication on, the user is
-// the token's subject and the room must match its rooms claim. A user parameter that names someone else is refused.
-func (s *Server) authChat(c *fiber.Ctx) (bool, error) {
+// after the user parameter was read into req: with authentication on, the
+// user is the token's subject and the room must match its rooms claim. A
+// user parameter that names someone else is refused.
+func (s *Server) authChat(c *fiber.Ctx, req *joinRequest) (bool, error) {
 	if ok, err := s.authenticate(c); !ok || !s.authOn() {
 		return ok, err
 	}
 	claims := c.Locals(claimsKey).(*Claims)
+	req.claims = claims
 	args := c.Context().QueryArgs()
 	if args.Has("user") && string(args.Peek("user")) != claims.Subject {
 		return false, apiError(c, fiber.StatusForbidden, "user_mismatch", "user must be left out or equal the token's subject")
@@ -218,7 +220,7 @@ func (s *Server) authChat(c *fiber.Ctx) (bool, error) {
 	if !s.roomAllowed(c, c.Params("room")) {
 		return false, roomForbidden(c)
 	}
-	c.Locals("user", claims.Subject)
+	req.user = claims.Subject
 	return true, nil
 }
 
@@ -236,9 +238,8 @@ func (s *Server) authRead(c *fiber.Ctx) error {
 
 // tokenDeadline is when the connection's token stops being honoured (its
 // exp plus the leeway), in Unix nanoseconds; 0 without authentication.
-func tokenDeadline(claims any) int64 {
-	c, ok := claims.(*Claims)
-	if !ok || c == nil || c.ExpiresAt == nil {
+func tokenDeadline(c *Claims) int64 {
+	if c == nil || c.ExpiresAt == nil {
 		return 0
 	}
 	return c.ExpiresAt.Add(authLeeway).UnixNano()

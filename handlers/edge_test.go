@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xroom/xroom/internal/testkit"
 )
 
 // closedWithin reads conn until the server closes it, and returns how long
@@ -154,7 +156,7 @@ func TestMaxConnsRefusesWithJSON(t *testing.T) {
 	}
 	// A place freed is taken again.
 	held[0].conn.Close()
-	waitUntil(t, 10*time.Second, "a place is free", func() bool { return ts.srv.Connections() < 3 })
+	testkit.Eventually(t, 10*time.Second, "a place is free", func() bool { return ts.srv.Connections() < 3 })
 	skipMessages(ts.dial("full", "user=next", true), "ready")
 }
 
@@ -169,7 +171,7 @@ func TestHTTPShareIsCapped(t *testing.T) {
 	for range 4 {
 		silent = append(silent, dialTCP(t, ts))
 	}
-	waitUntil(t, 10*time.Second, "four silent connections held", func() bool { return ts.srv.TCPOpen() >= 5 })
+	testkit.Eventually(t, 10*time.Second, "four silent connections held", func() bool { return ts.srv.TCPOpen() >= 5 })
 	refused := 0
 	for range 6 {
 		if _, got := closedWithin(t, dialTCP(t, ts), 10*time.Second); strings.HasPrefix(got, "HTTP/1.1 503 ") {

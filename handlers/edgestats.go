@@ -99,25 +99,28 @@ func (e *edgeStats) logf(log *slog.Logger, level slog.Level, kind, msg string, a
 	log.Log(context.Background(), level, msg, args...)
 }
 
-// labelled registers one counter per label value, read from counts.
-func labelled(reg prometheus.Registerer, name, help, label string, names []string, count func(i int) int64) {
+// labelled is one counter per label value, read from count.
+func labelled(name, help, label string, names []string, count func(i int) int64) []prometheus.Collector {
+	cs := make([]prometheus.Collector, len(names))
 	for i, n := range names {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		cs[i] = prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: name, Help: help, ConstLabels: prometheus.Labels{label: n},
-		}, func() float64 { return float64(count(i)) }))
+		}, func() float64 { return float64(count(i)) })
 	}
+	return cs
 }
 
-// registerEdgeMetrics registers the edge's counters with reg.
-func (s *Server) registerEdgeMetrics(reg prometheus.Registerer) {
+// edgeCollectors are the edge's counters.
+func (s *Server) edgeCollectors() []prometheus.Collector {
 	e := &s.edge
-	labelled(reg, "xroom_websocket_protocol_errors_total", "WebSocket connections failed for breaking RFC 6455 or the frame size limit, by reason.",
-		"reason", failNames[:], func(i int) int64 { return e.protocol[i].Load() })
-	labelled(reg, "xroom_websocket_refused_total", "WebSocket handshakes refused for capacity, by reason (too_many_connections from one address, server_full at MAX_CONNS, shutting_down).",
-		"reason", refuseNames[:], func(i int) int64 { return e.refused[i].Load() })
-	labelled(reg, "xroom_timeouts_total", "Connections closed for silence: first_byte (nothing sent within HEADER_TIMEOUT), request (408, headers or body too slow), websocket (no frame or pong within the pong wait).",
-		"phase", timeoutNames[:], func(i int) int64 { return e.timeouts[i].Load() })
-	reg.MustRegister(
+	var cs []prometheus.Collector
+	cs = append(cs, labelled("xroom_websocket_protocol_errors_total", "WebSocket connections failed for breaking RFC 6455 or the frame size limit, by reason.",
+		"reason", failNames[:], func(i int) int64 { return e.protocol[i].Load() })...)
+	cs = append(cs, labelled("xroom_websocket_refused_total", "WebSocket handshakes refused for capacity, by reason (too_many_connections from one address, server_full at MAX_CONNS, shutting_down).",
+		"reason", refuseNames[:], func(i int) int64 { return e.refused[i].Load() })...)
+	cs = append(cs, labelled("xroom_timeouts_total", "Connections closed for silence: first_byte (nothing sent within HEADER_TIMEOUT), request (408, headers or body too slow), websocket (no frame or pong within the pong wait).",
+		"phase", timeoutNames[:], func(i int) int64 { return e.timeouts[i].Load() })...)
+	return append(cs,
 		counter("xroom_accept_errors_total", "Failed accepts (out of descriptors, ...); each is retried after a pause, never fatal.", e.acceptErrors.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xroom_tcp_connections_open", Help: "Client TCP connections open now, HTTP and WebSocket.",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,23 +13,12 @@ import (
 
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
 // In-process fault tests: a stalled Redis, lost room data, dead peers and
 // clients that never read. Process-level faults are in app/fault_test.go.
-
-// waitUntil polls cond until it holds, failing the test after d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // liveHeap is the bytes of live heap objects, right after a collection
 // (HeapInuse would count half-empty spans too).
@@ -37,6 +27,35 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// heapUnderFlood appends total messages of size bytes to the room
+// "flood" and samples the live heap every 1000: early is the most it held
+// in the first quarter, peak the most after it; sample, when set, runs at
+// each sampling too. want is the IDs stored, in order.
+func (ts *testServer) heapUnderFlood(total, size int, sample func()) (want []string, early, peak uint64) {
+	ts.t.Helper()
+	text := strings.Repeat("x", size)
+	want = make([]string, 0, total)
+	for i := range total {
+		id, _, err := ts.store.Append(context.Background(), "flood", streams.Message{User: "w", Text: text})
+		if err != nil {
+			ts.t.Fatal(err)
+		}
+		want = append(want, id.String())
+		if i%1000 == 999 {
+			h := liveHeap()
+			if i < total/4 {
+				early = max(early, h)
+			} else {
+				peak = max(peak, h)
+			}
+			if sample != nil {
+				sample()
+			}
+		}
+	}
+	return want, early, peak
 }
 
 // rawDial does the WebSocket handshake on a plain TCP connection and then
@@ -175,11 +194,11 @@ func TestFaultRedisStalled(t *testing.T) {
 	}
 	for _, c := range append([]*tracker{a, b}, blasters...) {
 		c.until(len(stream))
-		if !equal(c.seen, stream) {
+		if !slices.Equal(c.seen, stream) {
 			t.Fatalf("a client got %v, want the stream %v", c.seen, stream)
 		}
 	}
-	waitUntil(t, 10*time.Second, "goroutines back to normal", func() bool {
+	testkit.Eventually(t, 10*time.Second, "goroutines back to normal", func() bool {
 		return runtime.NumGoroutine() <= before+5
 	})
 }
@@ -242,24 +261,24 @@ func TestFaultFlushallWhileTailed(t *testing.T) {
 	a := ts.dial("lost", "user=a&since=0", true)
 	epoch := a.expect("ready").Epoch
 	old := ts.append("lost", "u", 5)
-	if got := ids(a.messages(5)); !equal(got, old) {
+	if got := ids(a.messages(5)); !slices.Equal(got, old) {
 		t.Fatalf("a got %v", got)
 	}
 	a.conn.Close()
-	if got := ids(stay.messages(5)); !equal(got, old) {
+	if got := ids(stay.messages(5)); !slices.Equal(got, old) {
 		t.Fatalf("stay got %v", got)
 	}
 
 	rs.CLI(t, "FLUSHALL")
 	fresh := ts.append("lost", "u", 2)
-	if got := ids(stay.messages(2)); !equal(got, fresh) {
+	if got := ids(stay.messages(2)); !slices.Equal(got, fresh) {
 		t.Fatalf("the live client got %v after the flush, want %v", got, fresh)
 	}
 	c := ts.dial("lost", "user=a&since="+old[4]+"&epoch="+epoch, true)
 	if g := c.expect("gap"); g.Reason != "reset" || g.OldestID != fresh[0] {
 		t.Fatalf("got %+v, want gap reset with oldest_id %s", g, fresh[0])
 	}
-	if got := ids(c.messages(2)); !equal(got, fresh) {
+	if got := ids(c.messages(2)); !slices.Equal(got, fresh) {
 		t.Fatalf("after the reset got %v, want exactly the new history %v", got, fresh)
 	}
 	r := c.expect("ready")
@@ -268,7 +287,7 @@ func TestFaultFlushallWhileTailed(t *testing.T) {
 	}
 	// A new client replaying everything sees only what Redis holds.
 	d := ts.dial("lost", "user=d&since=0", true)
-	if got := ids(d.messages(2)); !equal(got, fresh) {
+	if got := ids(d.messages(2)); !slices.Equal(got, fresh) {
 		t.Fatalf("since=0 after the flush got %v, want %v", got, fresh)
 	}
 	d.expect("ready")
@@ -297,9 +316,9 @@ func TestFaultHalfOpenPeerIsReaped(t *testing.T) {
 		liveErr <- err
 	}()
 	rawDial(t, ts, "peers", "user=dead", 0)
-	waitUntil(t, 10*time.Second, "both connected", func() bool { return ts.srv.Connections() == 2 })
+	testkit.Eventually(t, 10*time.Second, "both connected", func() bool { return ts.srv.Connections() == 2 })
 	start := time.Now()
-	waitUntil(t, 10*time.Second, "the silent peer reaped", func() bool { return ts.srv.Connections() == 1 })
+	testkit.Eventually(t, 10*time.Second, "the silent peer reaped", func() bool { return ts.srv.Connections() == 1 })
 	t.Logf("reaped after %v", time.Since(start).Round(time.Millisecond))
 	wg.Wait()
 	if err := <-liveErr; err == nil || !isTimeout(err) {
@@ -334,12 +353,9 @@ func TestFaultNeverReadingClientIsBounded(t *testing.T) {
 	reader := ts.dial("flood", "user=reader", true)
 	reader.expect("ready")
 	rawDial(t, ts, "flood", "user=stuck", 4096)
-	waitUntil(t, 10*time.Second, "both connected", func() bool { return ts.srv.Connections() == 2 })
+	testkit.Eventually(t, 10*time.Second, "both connected", func() bool { return ts.srv.Connections() == 2 })
 
 	base := liveHeap()
-	var early, peak uint64 // heap in the first quarter of the flood, and after it
-	text := strings.Repeat("x", msgSize)
-	want := make([]string, 0, total)
 	got := make(chan []string, 1)
 	go func() {
 		var out []string
@@ -357,25 +373,11 @@ func TestFaultNeverReadingClientIsBounded(t *testing.T) {
 		}
 		got <- out
 	}()
-	for i := range total {
-		id, _, err := ts.store.Append(context.Background(), "flood", streams.Message{User: "w", Text: text})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id.String())
-		if i%1000 == 999 {
-			h := liveHeap()
-			if i < total/4 {
-				early = max(early, h)
-			} else {
-				peak = max(peak, h)
-			}
-		}
-	}
+	want, early, peak := ts.heapUnderFlood(total, msgSize, nil) // heap in the first quarter of the flood, and after it
 	stuckToTheEnd := ts.srv.Connections() == 2
-	waitUntil(t, 20*time.Second, "the stuck client cut off", func() bool { return ts.srv.Connections() == 1 })
+	testkit.Eventually(t, 20*time.Second, "the stuck client cut off", func() bool { return ts.srv.Connections() == 1 })
 	peak = max(peak, liveHeap())
-	if r := <-got; !equal(r, want) {
+	if r := <-got; !slices.Equal(r, want) {
 		t.Fatalf("the reader got %d messages, want all %d in order", len(r), len(want))
 	}
 	t.Logf("live heap: %d KB before, %d KB in the first quarter, peak %d KB after it, with 48 MB through the room (stuck client connected throughout: %v)",

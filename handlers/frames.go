@@ -59,7 +59,7 @@ func encode(v any) []byte {
 	return b
 }
 
-// Error codes of refused frames, as PROTOCOL.md lists them.
+// Error codes of refused frames, as docs/protocol.md lists them.
 const (
 	codeBadJSON     = "bad_json"
 	codeBadUTF8     = "bad_utf8"

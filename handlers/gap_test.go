@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,14 +192,14 @@ func TestSinceBeyondLastIDStartsOver(t *testing.T) {
 		if g := c.expect("gap"); g.Reason != "reset" || g.OldestID != want[0] {
 			t.Fatalf("since=%s: gap %+v, want reason reset, oldest_id %s", since, g, want[0])
 		}
-		if got := ids(c.messages(len(want))); !equal(got, want) {
+		if got := ids(c.messages(len(want))); !slices.Equal(got, want) {
 			t.Fatalf("since=%s: replay %v, want %v", since, got, want)
 		}
 		if r := c.expect("ready"); r.LastID != last.String() {
 			t.Fatalf("since=%s: ready.last_id %s, want %s", since, r.LastID, last)
 		}
 		compat := ts.dial("lobby", "since="+since, false)
-		if got := ids(compat.messages(len(want))); !equal(got, want) {
+		if got := ids(compat.messages(len(want))); !slices.Equal(got, want) {
 			t.Fatalf("since=%s, compatible: replay %v, want %v", since, got, want)
 		}
 		live := ts.append("lobby", "ana", 1)[0]

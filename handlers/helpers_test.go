@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/failover"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -44,9 +43,10 @@ type testServer struct {
 }
 
 type options struct {
-	cfg handlers.Config
-	hub streams.HubOptions
-	rs  *redistest.Server
+	cfg      handlers.Config
+	hub      streams.HubOptions
+	presence streams.PresenceOptions
+	rs       *redistest.Server
 	// poolSize of the server's Redis client; 0 is go-redis's default.
 	poolSize int
 	// prefix shares another server's keys (a second instance); "" is a fresh one.
@@ -127,9 +127,13 @@ func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()
 	}
-	o.cfg.Metrics = prometheus.NewRegistry()
-	o.cfg.Metrics.MustRegister(ts.redisMetrics)
-	ts.srv = handlers.New(ts.hub, o.cfg)
+	reg := prometheus.NewRegistry()
+	o.cfg.Metrics = reg
+	o.presence.Logger = o.cfg.Logger
+	ts.srv = handlers.New(ts.hub, streams.NewPresence(ts.store, o.presence), o.cfg)
+	reg.MustRegister(ts.redisMetrics)
+	reg.MustRegister(ts.hub.Collectors()...)
+	reg.MustRegister(ts.srv.Collectors()...)
 	app := ts.srv.App()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -154,7 +158,7 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func (ts *testServer) key(room string) string { return ts.prefix + ":{" + room + "}:messages" }
+func (ts *testServer) key(room string) string { return streams.Keys{Prefix: ts.prefix}.Messages(room) }
 
 // append stores n messages "m0".."m(n-1)" from user and returns their IDs.
 func (ts *testServer) append(room, user string, n int) []string {
@@ -171,21 +175,7 @@ func (ts *testServer) append(room, user string, n int) []string {
 }
 
 // frame is any server frame.
-type frame struct {
-	Type      string `json:"type"`
-	ID        string `json:"id"`
-	Room      string `json:"room"`
-	User      string `json:"user"`
-	Message   string `json:"message"`
-	TS        int64  `json:"ts"`
-	ClientID  string `json:"client_id"`
-	LastID    string `json:"last_id"`
-	Epoch     string `json:"epoch"`
-	Reason    string `json:"reason"`
-	OldestID  string `json:"oldest_id"`
-	Code      string `json:"code"`
-	Duplicate bool   `json:"duplicate"`
-}
+type frame = testkit.Frame
 
 type client struct {
 	t    testing.TB
@@ -207,19 +197,10 @@ func (ts *testServer) dial(room, query string, xroom bool) *client {
 }
 
 func (ts *testServer) tryDial(room, query string, xroom bool, header http.Header) (*client, error) {
-	u := "ws" + strings.TrimPrefix(ts.base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
-	if query != "" {
-		u += "?" + query
-	}
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	if xroom {
-		d.Subprotocols = []string{handlers.Subprotocol}
-	}
-	conn, resp, err := d.Dial(u, header)
+	conn, resp, err := testkit.DialChat(ts.base, room, query, xroom, header)
 	if err != nil {
 		if resp != nil {
-			body, _ := io.ReadAll(resp.Body)
-			return &client{t: ts.t, resp: resp}, fmt.Errorf("%w: %d %s", err, resp.StatusCode, body)
+			return &client{t: ts.t, resp: resp}, err
 		}
 		return nil, err
 	}
@@ -313,18 +294,6 @@ func ids(fs []frame) []string {
 		out[i] = f.ID
 	}
 	return out
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // isPresence tells a presence frame.

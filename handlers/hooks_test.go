@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,7 @@ func TestPublishHookOverWebSocket(t *testing.T) {
 		}
 	}
 	want := []string{"c0 ack", "c1 ack", "c2 moderated", "c3 hook_unavailable", "c4 too_large", "c5 ack"}
-	if !equal(replies, want) {
+	if !slices.Equal(replies, want) {
 		t.Fatalf("replies %v, want %v", replies, want)
 	}
 	c.send(`{"type": "message", "message": "still here", "client_id": "c6"}`)
@@ -110,7 +111,7 @@ func TestPublishHookOverWebSocket(t *testing.T) {
 			echoed[f.ClientID] = f.Message
 		}
 	}
-	if got := ts.storedTexts("lobby"); !equal(got, []string{"one", "TWO", "three", "still here"}) {
+	if got := ts.storedTexts("lobby"); !slices.Equal(got, []string{"one", "TWO", "three", "still here"}) {
 		t.Fatalf("stored %v", got)
 	}
 	if echoed["c1"] != "TWO" {
@@ -151,7 +152,7 @@ func TestPublishHookKeepsSendOrder(t *testing.T) {
 			next++
 		}
 	}
-	if got := ts.storedTexts("lobby"); !equal(got, want) {
+	if got := ts.storedTexts("lobby"); !slices.Equal(got, want) {
 		t.Fatalf("stored %v, want %v", got, want)
 	}
 	hook.mu.Lock()
@@ -181,7 +182,7 @@ func TestPublishHookOverHTTP(t *testing.T) {
 	if code := do(t, "POST", url, "Bearer k", `{"user": "bot", "message": "rewrite:loud"}`, &ok); code != 201 || ok.ID == "" {
 		t.Fatalf("rewrite: %d %+v", code, ok)
 	}
-	if got := ts.storedTexts("lobby"); !equal(got, []string{"LOUD"}) {
+	if got := ts.storedTexts("lobby"); !slices.Equal(got, []string{"LOUD"}) {
 		t.Fatalf("stored %v", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -137,7 +139,7 @@ func TestHostileInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 20*time.Second, "the bystander gets the message after "+after, func() bool {
+		testkit.Eventually(t, 20*time.Second, "the bystander gets the message after "+after, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(seen) > 0 && !idLess(seen[len(seen)-1], id.String())
@@ -169,7 +171,7 @@ func TestHostileInput(t *testing.T) {
 	for i, m := range msgs {
 		stored[i] = m.ID
 	}
-	if !equal(seen, stored) {
+	if !slices.Equal(seen, stored) {
 		t.Fatalf("the bystander got %d messages, the room holds %d", len(seen), len(stored))
 	}
 	t.Logf("the bystander got all %d messages (%d steady) while the attacks ran", len(seen), len(written))

@@ -260,11 +260,9 @@ func trusted(proxies []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// checkIP refuses a WebSocket request, before the upgrade, from an address
+// checkIP refuses a chat request, before the upgrade, from an address
 // that has MaxConnsPerIP connections open already.
-func (s *Server) checkIP(c *fiber.Ctx) (bool, error) {
-	ip := s.clientIP(c)
-	c.Locals(ipKey, ip)
+func (s *Server) checkIP(c *fiber.Ctx, ip netip.Addr) (bool, error) {
 	if s.guard.ipFull(ip) {
 		c.Set(fiber.HeaderRetryAfter, "10")
 		return false, s.refuseHandshake(c, refusedPerIP, fiber.StatusTooManyRequests,
@@ -272,8 +270,6 @@ func (s *Server) checkIP(c *fiber.Ctx) (bool, error) {
 	}
 	return true, nil
 }
-
-const ipKey = "xroom.ip"
 
 // admitIP counts the upgraded connection against its address. Only
 // concurrent handshakes that all passed checkIP can be over the cap here:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +178,7 @@ func TestReplayIsCappedWithALimitedGap(t *testing.T) {
 		if g.Reason != "limited" || g.OldestID != all[15] {
 			t.Fatalf("since=%s: gap %+v, want limited from %s", since, g, all[15])
 		}
-		if got := ids(c.messages(5)); !equal(got, all[15:]) {
+		if got := ids(c.messages(5)); !slices.Equal(got, all[15:]) {
 			t.Fatalf("since=%s: replayed %v, want %v", since, got, all[15:])
 		}
 		if r := c.expect("ready"); r.LastID != all[19] {
@@ -186,13 +187,13 @@ func TestReplayIsCappedWithALimitedGap(t *testing.T) {
 	}
 	// Within the cap: no gap, exactly what was missed.
 	c := ts.dial("lobby", "since="+all[14], true)
-	if got := ids(c.messages(5)); !equal(got, all[15:]) {
+	if got := ids(c.messages(5)); !slices.Equal(got, all[15:]) {
 		t.Fatalf("replayed %v", got)
 	}
 	c.expect("ready")
 	// The compatible dialect gets the newest 5 and nothing else.
 	compat := ts.dial("lobby", "since=0", false)
-	if got := ids(compat.messages(5)); !equal(got, all[15:]) {
+	if got := ids(compat.messages(5)); !slices.Equal(got, all[15:]) {
 		t.Fatalf("compatible: replayed %v", got)
 	}
 	// The rest is still there for paging.
@@ -212,7 +213,7 @@ func TestReplayCapAppliesAfterAReset(t *testing.T) {
 	if g := c.expect("gap"); g.Reason != "limited" || g.OldestID != all[5] {
 		t.Fatalf("gap %+v, want limited from %s", g, all[5])
 	}
-	if got := ids(c.messages(3)); !equal(got, all[5:]) {
+	if got := ids(c.messages(3)); !slices.Equal(got, all[5:]) {
 		t.Fatalf("replayed %v", got)
 	}
 	c.expect("ready")

@@ -45,11 +45,13 @@ func newServerStats() *serverStats {
 	})}
 }
 
-// registerMetrics registers the server's and the hub's metrics with reg.
-func (s *Server) registerMetrics(reg prometheus.Registerer) {
+// Collectors are the server's metrics (the hub's are its own: see
+// streams.Hub.Collectors), for the caller to register.
+func (s *Server) Collectors() []prometheus.Collector {
 	st := s.stats
+	var cs []prometheus.Collector
 	for i, d := range dialects {
-		reg.MustRegister(
+		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "xroom_connections_open", Help: "Chat connections open now, by dialect (xroom and compatible: WebSocket; sse: Server-Sent Events).",
 				ConstLabels: prometheus.Labels{"dialect": d},
@@ -60,14 +62,13 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) {
 			}, func() float64 { return float64(st.opened[i].Load()) }),
 		)
 	}
-	reg.MustRegister(
+	cs = append(cs,
 		counter("xroom_messages_delivered_total", "Messages written to chat connections, WebSocket frames and SSE events (live and replayed).", st.delivered.Load),
 		counter("xroom_websocket_writes_total", "Write system calls to WebSocket connections; each carries every frame a write pass gathered.", st.writes.Load),
 		counter("xroom_websocket_write_errors_total", "Writes to a WebSocket connection that failed (the connection is then closed).", st.writeErrors.Load),
 		st.replay,
 	)
-	reg.MustRegister(s.hub.Collectors()...)
-	s.registerEdgeMetrics(reg)
+	return append(cs, s.edgeCollectors()...)
 }
 
 // counter is a counter read from value when scraped.

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/streams"
 )
 
 // pframe is a presence frame.
@@ -46,8 +47,8 @@ func (f pframe) users() []string {
 
 // fastPresence makes presence expire and heartbeat quickly.
 func fastPresence(o *options) {
-	o.cfg.PresenceTTL = time.Second
-	o.cfg.PresenceHeartbeat = 100 * time.Millisecond
+	o.presence.TTL = time.Second
+	o.presence.Heartbeat = 100 * time.Millisecond
 }
 
 // member connects user in the xroom dialect, sees presence frames, and
@@ -107,7 +108,7 @@ func (c *client) collect(want ...string) {
 
 func (ts *testServer) events(room string) []string {
 	ts.t.Helper()
-	msgs, err := ts.rdb.XRange(context.Background(), ts.prefix+":{"+room+"}:events", "-", "+").Result()
+	msgs, err := ts.rdb.XRange(context.Background(), streams.Keys{Prefix: ts.prefix}.Events(room), "-", "+").Result()
 	if err != nil {
 		ts.t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestCompatibleDialectGetsNoPresence(t *testing.T) {
 func TestPresenceSharedByInstancesAndCrashedMembersFade(t *testing.T) {
 	srvA := startServer(t, fastPresence)
 	srvB := startServer(t, fastPresence, func(o *options) { o.prefix = srvA.prefix; o.rs = srvA.redis })
-	key := srvA.prefix + ":{lobby}:presence"
+	key := streams.Keys{Prefix: srvA.prefix}.Presence("lobby")
 	if err := srvA.rdb.ZAdd(context.Background(), key, redis.Z{Score: float64(time.Now().Add(1500 * time.Millisecond).UnixMilli()), Member: "ghost:x1"}).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestShutdownRemovesTheInstancesMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.expectEvent("leave alice")
-	zs := srvB.rdb.ZRange(context.Background(), srvA.prefix+":{lobby}:presence", 0, -1).Val()
+	zs := srvB.rdb.ZRange(context.Background(), streams.Keys{Prefix: srvA.prefix}.Presence("lobby"), 0, -1).Val()
 	if len(zs) != 1 || !strings.HasPrefix(zs[0], "bob:") {
 		t.Fatalf("presence after shutdown %v, want only bob", zs)
 	}
@@ -328,7 +329,7 @@ func TestShutdownRemovesTheInstancesMembers(t *testing.T) {
 // its acks, and presence heals on the next heartbeat.
 func TestPresenceFailureDoesNotBreakMessaging(t *testing.T) {
 	ts := startServer(t, fastPresence)
-	key := ts.prefix + ":{lobby}:presence"
+	key := streams.Keys{Prefix: ts.prefix}.Presence("lobby")
 	// A key of the wrong type makes every presence call fail.
 	if err := ts.rdb.Set(context.Background(), key, "not a set", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -365,7 +366,7 @@ func TestPresenceAPI(t *testing.T) {
 	ts.member("lobby", "alice")
 	ts.member("lobby", "alice")
 	// An expired member (a crashed instance's, not yet swept) is not listed.
-	ts.rdb.ZAdd(context.Background(), ts.prefix+":{lobby}:presence", redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "ghost:x"})
+	ts.rdb.ZAdd(context.Background(), streams.Keys{Prefix: ts.prefix}.Presence("lobby"), redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "ghost:x"})
 	if got := ts.presenceAPI("lobby"); !slices.Equal(got, []string{"alice", "bob"}) {
 		t.Fatalf("members %v", got)
 	}
@@ -415,7 +416,7 @@ func TestPresenceAddsNoGoroutinePerConnection(t *testing.T) {
 // Past PRESENCE_MAX_MEMBERS users a room gets no presence events and a
 // partial snapshot (each event would go to every connection).
 func TestPresenceBigRoom(t *testing.T) {
-	ts := startServer(t, func(o *options) { o.cfg.PresenceMaxMembers = 2 })
+	ts := startServer(t, func(o *options) { o.presence.MaxMembers = 2 })
 	a, _ := ts.member("big", "alice")
 	a.expectEvent("join alice")
 	b, _ := ts.member("big", "bob")

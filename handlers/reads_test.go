@@ -9,15 +9,29 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/streams"
 )
 
 // status sends a request and returns its status and body (for answers
 // without JSON, such as 204).
 func status(t *testing.T, method, url, auth, body string) (int, string) {
 	t.Helper()
+	resp, data := request(t, method, url, auth, body, nil)
+	return resp.StatusCode, string(data)
+}
+
+// request sends a request with the Authorization auth (when not empty)
+// and header, and returns the answer and its body.
+func request(t *testing.T, method, url, auth, body string, header http.Header) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
@@ -28,12 +42,12 @@ func status(t *testing.T, method, url, auth, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data)
+	return resp, data
 }
 
 func (ts *testServer) readPos(room, user string) string {
 	ts.t.Helper()
-	return ts.rdb.HGet(context.Background(), ts.prefix+":{"+room+"}:reads", user).Val()
+	return ts.rdb.HGet(context.Background(), streams.Keys{Prefix: ts.prefix}.Reads(room), user).Val()
 }
 
 // joined dials room as user in the xroom dialect and reads up to ready.
@@ -176,28 +190,6 @@ func TestReadAPI(t *testing.T) {
 	}
 }
 
-type unreadBody struct {
-	Rooms []struct {
-		Room     string `json:"room"`
-		Unread   int    `json:"unread"`
-		More     bool   `json:"more"`
-		LastRead string `json:"last_read"`
-		LastID   string `json:"last_id"`
-	} `json:"rooms"`
-}
-
-func (u unreadBody) String() string {
-	var b strings.Builder
-	for _, r := range u.Rooms {
-		fmt.Fprintf(&b, "%s:%d", r.Room, r.Unread)
-		if r.More {
-			b.WriteString("+")
-		}
-		b.WriteString(" ")
-	}
-	return strings.TrimSpace(b.String())
-}
-
 // Counts are exact up to UNREAD_CAP, "more" above it, newest activity first.
 func TestUnreadAPI(t *testing.T) {
 	ts := startServer(t, func(o *options) { o.cfg.UnreadCap = 3 })
@@ -209,7 +201,7 @@ func TestUnreadAPI(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 		ts.append(c.room, "bob", c.n)
 	}
-	var u unreadBody
+	var u testkit.Unread
 	if code := do(t, "GET", ts.base+"/api/users/alice/unread", "", "", &u); code != 200 || u.String() != "below:2 at:3 above:3+" {
 		t.Fatalf("alice: %d %s, want below:2 at:3 above:3+", code, u)
 	}
@@ -257,7 +249,7 @@ func TestReadsWithAuthentication(t *testing.T) {
 	if code := do(t, "GET", ts.base+"/api/users/alice/unread", "Bearer "+bob, "", &e); code != 403 || e.Error.Code != "user_forbidden" {
 		t.Fatalf("bob reading alice's counts: %d %+v", code, e)
 	}
-	var u unreadBody
+	var u testkit.Unread
 	if code := do(t, "GET", ts.base+"/api/users/alice/unread", "Bearer "+alice, "", &u); code != 200 || u.String() != "team-a:2" {
 		t.Fatalf("alice's own (team-* only): %d %s", code, u)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -37,8 +38,8 @@ func testRolledBackIsAnnounced(t *testing.T, mode streams.TailMode) {
 		t.Fatal(err)
 	}
 	// In sync is not yet holding it: wait until the replica has the entry.
-	waitUntil(t, 30*time.Second, "the replica has the kept entry", func() bool {
-		return strings.Contains(replica.CLI(t, "XRANGE", ts.prefix+":{rb}:messages", kept, kept), kept)
+	testkit.Eventually(t, 30*time.Second, "the replica has the kept entry", func() bool {
+		return strings.Contains(replica.CLI(t, "XRANGE", streams.Keys{Prefix: ts.prefix}.Messages("rb"), kept, kept), kept)
 	})
 
 	lost := loseTheNext(t, primary, replica, sentinel, func() string {
@@ -66,7 +67,7 @@ func testRolledBackIsAnnounced(t *testing.T, mode streams.TailMode) {
 		t.Fatalf("since=%s (lost): %+v, want gap reset", lost, f)
 	}
 	var after string
-	waitUntil(t, 30*time.Second, "a send to the new primary", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a send to the new primary", func() bool {
 		a.send(fmt.Sprintf(`{"type":"message","message":"after","client_id":%q}`, "n-1"))
 		f := a.reply("n-1")
 		after = f.ID
@@ -105,12 +106,12 @@ func waitPrimary(t *testing.T, sentinel, addr string) bool {
 // before the primary dies; the check after the primary change finds it.
 func TestFaultAckedUnreadLossIsAnnounced(t *testing.T) {
 	primary, replica, sentinel, ts := startWithReplica(t, func(o *streams.HubOptions) { o.Mode, o.PollEvery = streams.ModePoll, time.Hour })
-	key := ts.prefix + ":{rc}:messages"
+	key := streams.Keys{Prefix: ts.prefix}.Messages("rc")
 	kept := primary.CLI(t, "XADD", key, "*", "user", "z", "message", "kept")
 	if err := redistest.WaitSynced(replica.Addr); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 30*time.Second, "the replica has the kept entry", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the replica has the kept entry", func() bool {
 		return strings.Contains(replica.CLI(t, "XRANGE", key, kept, kept), kept)
 	})
 	a := &tracker{client: ts.dial("rc", "user=a", true)}

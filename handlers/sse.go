@@ -12,12 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-
-	"github.com/xroom/xroom/streams"
 )
 
 const (
@@ -43,27 +40,21 @@ func (s *Server) beforeStream(c *fiber.Ctx) error { return s.beforeJoin(c, since
 // timeout cuts it. What the stream needs of the request is copied first:
 // the request is reused once this returns.
 func (s *Server) serveSSE(c *fiber.Ctx) error {
-	st := s.newStream(c)
-	ip := c.Locals(ipKey).(netip.Addr)
+	req := c.Locals(joinKey).(*joinRequest)
+	st := s.newStream(c, req)
 	s.allowOrigin(c)
 	header := sseResponseHeader(c)
 	c.Context().HijackSetNoResponse(true)
-	c.Context().Hijack(func(conn net.Conn) { s.runStream(st, conn, ip, header) })
+	c.Context().Hijack(func(conn net.Conn) { s.runStream(st, conn, req.ip, header) })
 	return nil
 }
 
 // newStream is the stream of an SSE request that passed beforeStream.
-func (s *Server) newStream(c *fiber.Ctx) *sseStream {
-	room := strings.Clone(c.Params("room")) // Fiber's points into the request
-	st := &sseStream{feed: feed{srv: s, room: room, user: c.Locals("user").(string)}}
+func (s *Server) newStream(c *fiber.Ctx, req *joinRequest) *sseStream {
+	st := &sseStream{feed: req.feed(s)}
 	st.sink = &st.wire
-	if since, ok := c.Locals("since").(streams.ID); ok {
-		st.hasSince, st.since = true, since
-		st.sinceIsEventID, _ = c.Locals(lastEventIDKey).(bool)
-	}
-	st.epoch, _ = c.Locals("epoch").(string)
-	st.expires = tokenDeadline(c.Locals(claimsKey))
-	st.log = sessionLog{base: s.log, room: room, user: st.user, remote: c.Context().RemoteAddr().String()}
+	st.expires = tokenDeadline(req.claims)
+	st.log = sessionLog{base: s.log, room: req.room, user: st.user, remote: c.Context().RemoteAddr().String()}
 	jitter := 1 + (2*rand.Float64()-1)*sseRetryJitter
 	st.retry = time.Duration(float64(s.cfg.SSERetry) * jitter).Round(time.Millisecond)
 	return st

@@ -45,7 +45,8 @@ func TestSSERefusalsAfterTheTakeoverAreHTTPAnswers(t *testing.T) {
 			store := streams.NewStore(rs.Client(t), streams.Options{Prefix: redistest.Prefix(t)})
 			hub := streams.NewHub(store, rs.Client(t), streams.HubOptions{Encode: EncodeMessage, EncodeEvent: EncodeEvent})
 			t.Cleanup(func() { _ = hub.Close() })
-			s := New(hub, Config{Limits: tc.limits, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			s := New(hub, streams.NewPresence(store, streams.PresenceOptions{Logger: quiet}), Config{Limits: tc.limits, Logger: quiet})
 			t.Cleanup(func() { s.closePresence(context.Background()) })
 			tc.setup(s, hub)
 			st := &sseStream{feed: feed{srv: s, room: "lobby", user: "ana"}}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +15,7 @@ import (
 
 	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/redistest"
-	"github.com/xroom/xroom/streams"
+	"github.com/xroom/xroom/internal/testkit"
 )
 
 // SSE streams count in the same per-address limit as WebSockets (one cap
@@ -34,7 +35,7 @@ func TestSSEConnectionsPerIPShareTheWebSocketsCap(t *testing.T) {
 		t.Fatalf("third WebSocket: %v, want 429", err)
 	}
 	s.resp.Body.Close()
-	waitUntil(t, 10*time.Second, "the stream's place freed", func() bool { return ts.srv.OpenFrom("127.0.0.1") == 1 })
+	testkit.Eventually(t, 10*time.Second, "the stream's place freed", func() bool { return ts.srv.OpenFrom("127.0.0.1") == 1 })
 	ts.openSSE("cap", "", nil).expect("ready")
 }
 
@@ -236,29 +237,11 @@ func TestSSESlowReaderIsBoundedAndCatchesUp(t *testing.T) {
 	})
 	redistest.RequireReal(t, ts.redis)                   // an in-process Redis would hold the flood in this heap
 	conn := rawSSE(t, ts, "flood", "user=stuck", 64<<10) // small and fixed: the writer soon blocks
-	waitUntil(t, 10*time.Second, "the stream open", func() bool { return ts.srv.Connections() == 1 })
+	testkit.Eventually(t, 10*time.Second, "the stream open", func() bool { return ts.srv.Connections() == 1 })
 
 	base, baseG := liveHeap(), runtime.NumGoroutine()
-	var early, peak uint64
 	peakG := 0
-	text := strings.Repeat("x", msgSize)
-	want := make([]string, 0, total)
-	for i := range total {
-		id, _, err := ts.store.Append(context.Background(), "flood", streams.Message{User: "w", Text: text})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, id.String())
-		if i%1000 == 999 {
-			h := liveHeap()
-			if i < total/4 {
-				early = max(early, h)
-			} else {
-				peak = max(peak, h)
-			}
-			peakG = max(peakG, runtime.NumGoroutine())
-		}
-	}
+	want, early, peak := ts.heapUnderFlood(total, msgSize, func() { peakG = max(peakG, runtime.NumGoroutine()) })
 	if ts.srv.Connections() != 1 {
 		t.Fatal("the stopped reader was cut off")
 	}
@@ -294,7 +277,7 @@ func TestSSESlowReaderIsBoundedAndCatchesUp(t *testing.T) {
 	if readies != 1 {
 		t.Fatalf("%d ready events", readies)
 	}
-	if !equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("got %d messages, not the %d stored in order", len(got), len(want))
 	}
 	if ts.hub.Stats().CatchUps.Load() == 0 {
@@ -311,9 +294,9 @@ func TestSSEReaderCutOffResumesWithLastEventID(t *testing.T) {
 		o.hub.Buffer = 64
 	})
 	conn := rawSSE(t, ts, "cut", "", 64<<10)
-	waitUntil(t, 10*time.Second, "the stream open", func() bool { return ts.srv.Connections() == 1 })
+	testkit.Eventually(t, 10*time.Second, "the stream open", func() bool { return ts.srv.Connections() == 1 })
 	want := ts.flood("cut", 600) // 16 KiB each: more than the socket buffers hold
-	waitUntil(t, 20*time.Second, "the stuck reader cut off", func() bool { return ts.srv.Connections() == 0 })
+	testkit.Eventually(t, 20*time.Second, "the stuck reader cut off", func() bool { return ts.srv.Connections() == 0 })
 
 	items := make(chan sseItem, 256)
 	go parseSSE(conn, items)
@@ -340,7 +323,7 @@ func TestSSEReaderCutOffResumesWithLastEventID(t *testing.T) {
 	for _, f := range again.messages(len(want) - len(got)) {
 		got = append(got, f.ID)
 	}
-	if !equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("after the resume: %d messages, not the %d stored once in order", len(got), len(want))
 	}
 	again.expect("ready")

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestSSECurlWithLastEventIDGetsExactlyWhatWasMissed(t *testing.T) {
 	go parseSSE(out, c.items)
 
 	got := c.messages(5)
-	if !equal(ids(got), stored[5:]) {
+	if !slices.Equal(ids(got), stored[5:]) {
 		t.Fatalf("got %v, want %v", ids(got), stored[5:])
 	}
 	for i, f := range got {
@@ -84,7 +85,7 @@ func TestSSEHeadersFramesAndWhichSinceWins(t *testing.T) {
 	if c.resp.ContentLength != -1 || len(c.resp.TransferEncoding) != 0 {
 		t.Errorf("length %d, transfer encoding %v: want a body until the connection closes", c.resp.ContentLength, c.resp.TransferEncoding)
 	}
-	if got := ids(c.messages(2)); !equal(got, stored[4:]) {
+	if got := ids(c.messages(2)); !slices.Equal(got, stored[4:]) {
 		t.Fatalf("Last-Event-ID %s with since=%s gave %v, want %v", stored[3], stored[1], got, stored[4:])
 	}
 	ready := c.expect("ready")
@@ -158,7 +159,7 @@ func TestSSEGapOnTrimmedOrUnknownSince(t *testing.T) {
 	if f := gap.frame(t); f.Reason != "trimmed" || f.OldestID != stored[6] || gap.HasID {
 		t.Fatalf("gap %+v, want trimmed from %s without an id", gap, stored[6])
 	}
-	if got := ids(c.messages(4)); !equal(got, stored[6:]) {
+	if got := ids(c.messages(4)); !slices.Equal(got, stored[6:]) {
 		t.Fatalf("after the gap %v", got)
 	}
 	c.expect("ready")
@@ -168,7 +169,7 @@ func TestSSEGapOnTrimmedOrUnknownSince(t *testing.T) {
 	if f := r.expect("gap").frame(t); f.Reason != "reset" || f.OldestID != stored[6] {
 		t.Fatalf("gap %+v, want reset from %s", f, stored[6])
 	}
-	if got := ids(r.messages(4)); !equal(got, stored[6:]) {
+	if got := ids(r.messages(4)); !slices.Equal(got, stored[6:]) {
 		t.Fatalf("after the reset %v", got)
 	}
 	if f := r.expect("ready").frame(t); f.LastID != stored[9] {
@@ -188,7 +189,7 @@ func TestSSEEpochInTheURLAndLastEventID(t *testing.T) {
 	oldEpoch := first.expect("ready").frame(t).Epoch
 
 	// The room's keys are deleted: a new history with a new epoch.
-	ts.redis.CLI(t, "DEL", ts.key("epoch"), ts.prefix+":{epoch}:epoch")
+	ts.redis.CLI(t, "DEL", ts.key("epoch"), streams.Keys{Prefix: ts.prefix}.Epoch("epoch"))
 	fresh := ts.append("epoch", "bob", 3)
 
 	// A stale Last-Event-ID (from the old history) with the old epoch: reset.
@@ -196,7 +197,7 @@ func TestSSEEpochInTheURLAndLastEventID(t *testing.T) {
 	if f := a.expect("gap").frame(t); f.Reason != "reset" {
 		t.Fatalf("gap %+v, want reset", f)
 	}
-	if got := ids(a.messages(3)); !equal(got, fresh) {
+	if got := ids(a.messages(3)); !slices.Equal(got, fresh) {
 		t.Fatalf("after the reset %v, want %v", got, fresh)
 	}
 	newEpoch := a.expect("ready").frame(t).Epoch
@@ -205,7 +206,7 @@ func TestSSEEpochInTheURLAndLastEventID(t *testing.T) {
 	}
 	// The same URL reconnecting with a Last-Event-ID of the new history: no reset.
 	b := ts.openSSE("epoch", "epoch="+oldEpoch, http.Header{"Last-Event-ID": {fresh[0]}})
-	if got := ids(b.messages(2)); !equal(got, fresh[1:]) {
+	if got := ids(b.messages(2)); !slices.Equal(got, fresh[1:]) {
 		t.Fatalf("resumed %v, want %v", got, fresh[1:])
 	}
 	if f := b.expect("ready").frame(t); f.Epoch != newEpoch {

@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/gofiber/contrib/websocket"
@@ -37,57 +38,77 @@ const (
 	sinceFromEventID
 )
 
-// lastEventIDKey marks a since that came as Last-Event-ID (sse.go).
-const lastEventIDKey = "xroom.lastEventID"
+// joinRequest is a chat request that passed beforeJoin: everything the
+// checks found, in one value, so that serveWS and serveSSE start from what
+// was checked rather than reading the query again.
+type joinRequest struct {
+	room string // its own copy: Fiber's points into the reused request
+	user string // the token's subject with authentication, else ?user= or an anon- name
+	// hasSince and since are the client's position (?since=, or for SSE
+	// Last-Event-ID); sinceIsEventID says it came as Last-Event-ID.
+	hasSince       bool
+	since          streams.ID
+	sinceIsEventID bool
+	epoch          string     // ?epoch=: the epoch the client last saw, if any
+	claims         *Claims    // the token's claims; nil without authentication
+	ip             netip.Addr // the client's address (clientIP), counted against MaxConnsPerIP
+}
+
+// joinKey holds the *joinRequest in the request's locals, from beforeJoin
+// to the handler (the WebSocket library copies locals to its Conn).
+const joinKey = "xroom.join"
+
+// feed is the start of a connection's feed: its room, user and position.
+func (r *joinRequest) feed(s *Server) feed {
+	return feed{srv: s, room: r.room, user: r.user, hasSince: r.hasSince, since: r.since, sinceIsEventID: r.sinceIsEventID, epoch: r.epoch}
+}
 
 // beforeJoin runs the checks every chat connection passes before it is
 // served, WebSocket or SSE, in this order: origin, connections from the
 // address, since, user, token, epoch, capacity. What they find is left
-// in the request's locals (ipKey, since, user, claimsKey, epoch).
+// in the request's locals as one *joinRequest (joinKey).
 func (s *Server) beforeJoin(c *fiber.Ctx, from sinceSource) error {
 	if !s.originAllowed(c) {
 		return apiError(c, fiber.StatusForbidden, "bad_origin", "this origin may not open chat connections; see ALLOWED_ORIGINS")
 	}
-	if ok, err := s.checkIP(c); !ok {
+	req := &joinRequest{room: strings.Clone(c.Params("room")), ip: s.clientIP(c)}
+	if ok, err := s.checkIP(c, req.ip); !ok {
 		return err
 	}
-	if ok, err := readSince(c, from); !ok {
+	if ok, err := readSince(c, from, req); !ok {
 		return err
 	}
 	args := c.Context().QueryArgs()
-	user := "anon-" + streams.RandomName(4)
+	req.user = "anon-" + streams.RandomName(4)
 	if args.Has("user") {
-		user = string(args.Peek("user"))
-		if !ValidUser(user) {
+		req.user = string(args.Peek("user"))
+		if !ValidUser(req.user) {
 			return apiError(c, fiber.StatusBadRequest, "bad_user", "user is 1 to 32 printable characters")
 		}
 	}
-	c.Locals("user", user)
-	if ok, err := s.authChat(c); !ok {
+	if ok, err := s.authChat(c, req); !ok {
 		return err
 	}
 	if args.Has("epoch") {
-		epoch := string(args.Peek("epoch"))
-		if !validEpoch(epoch) {
+		req.epoch = string(args.Peek("epoch"))
+		if !validEpoch(req.epoch) {
 			return apiError(c, fiber.StatusBadRequest, "bad_epoch", "epoch is the value of a ready frame's epoch field")
 		}
-		c.Locals("epoch", epoch)
 	}
+	c.Locals(joinKey, req)
 	return s.checkCapacity(c)
 }
 
-// readSince reads the resume position into the locals ("since", and
-// lastEventIDKey when it came as Last-Event-ID). An empty Last-Event-ID
+// readSince reads the resume position into req. An empty Last-Event-ID
 // is no position (EventSource sends none then; other clients may).
-func readSince(c *fiber.Ctx, from sinceSource) (bool, error) {
+func readSince(c *fiber.Ctx, from sinceSource, req *joinRequest) (bool, error) {
 	if from == sinceFromEventID {
 		if raw := c.Get("Last-Event-ID"); raw != "" {
 			since, err := streams.ParseID(raw)
 			if err != nil {
 				return false, apiError(c, fiber.StatusBadRequest, "bad_last_event_id", "Last-Event-ID is the id of an event of this stream: a stream ID such as 1732380000000-0")
 			}
-			c.Locals("since", since)
-			c.Locals(lastEventIDKey, true)
+			req.hasSince, req.since, req.sinceIsEventID = true, since, true
 			return true, nil
 		}
 	}
@@ -97,7 +118,7 @@ func readSince(c *fiber.Ctx, from sinceSource) (bool, error) {
 		if err != nil {
 			return false, apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
 		}
-		c.Locals("since", since)
+		req.hasSince, req.since = true, since
 	}
 	return true, nil
 }

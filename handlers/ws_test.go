@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,7 +34,7 @@ func TestTwoClientsGetEveryMessageOnceInOrder(t *testing.T) {
 		sender.send(map[string]string{"message": fmt.Sprintf("hello %d", i)})
 	}
 	ga, gb := a.messages(n), b.messages(n)
-	if !equal(ids(ga), ids(gb)) {
+	if !slices.Equal(ids(ga), ids(gb)) {
 		t.Fatalf("clients saw different IDs:\n%v\n%v", ids(ga), ids(gb))
 	}
 	seen := map[string]bool{}
@@ -64,7 +65,7 @@ func TestJoinWithoutSinceGetsNewestHistoryThenReady(t *testing.T) {
 	want := ts.append("lobby", "old", 60)[10:]
 	c := ts.dial("lobby", "", true)
 	got := c.messages(50)
-	if !equal(ids(got), want) {
+	if !slices.Equal(ids(got), want) {
 		t.Fatalf("history = %v, want the newest 50 %v", ids(got), want)
 	}
 	r := c.expect("ready")
@@ -168,7 +169,7 @@ func TestReconnectWithSinceGetsExactlyWhatWasMissed(t *testing.T) {
 	missed := ts.append("lobby", "while-away", 100)
 	c = ts.dial("lobby", "since="+last, true)
 	got := c.messages(100)
-	if !equal(ids(got), missed) {
+	if !slices.Equal(ids(got), missed) {
 		t.Fatalf("replay = %v\nwant %v", ids(got), missed)
 	}
 	if r := c.expect("ready"); r.LastID != missed[99] {
@@ -184,7 +185,7 @@ func TestSinceZeroAndMillisecondForms(t *testing.T) {
 	ts := startServer(t)
 	all := ts.append("lobby", "u", 70)
 	c := ts.dial("lobby", "since=0", true)
-	if got := c.messages(70); !equal(ids(got), all) {
+	if got := c.messages(70); !slices.Equal(ids(got), all) {
 		t.Fatalf("since=0 replayed %d entries, want all 70", len(got))
 	}
 	c.expect("ready")
@@ -391,11 +392,11 @@ func TestSlowClientDoesNotDelayOthersAndCatchesUp(t *testing.T) {
 	start := time.Now()
 	a, b := fast1.messages(n), fast2.messages(n)
 	t.Logf("fast clients done in %v", time.Since(start))
-	if !equal(ids(a), ids(b)) {
+	if !slices.Equal(ids(a), ids(b)) {
 		t.Fatal("fast clients disagree")
 	}
 	got := slow.messages(n)
-	if !equal(ids(got), ids(a)) {
+	if !slices.Equal(ids(got), ids(a)) {
 		t.Fatalf("slow client got %d messages, not the same sequence", len(got))
 	}
 	if ts.hub.Stats().CatchUps.Load() == 0 {
@@ -449,7 +450,7 @@ func TestGapWhenHistoryWasTrimmed(t *testing.T) {
 	if g.Reason != "trimmed" || g.OldestID != all[90] {
 		t.Fatalf("gap = %+v, want trimmed with oldest_id %s", g, all[90])
 	}
-	if got := c.messages(10); !equal(ids(got), all[90:]) {
+	if got := c.messages(10); !slices.Equal(ids(got), all[90:]) {
 		t.Fatalf("after the gap: %v", ids(got))
 	}
 	c.expect("ready")
@@ -477,14 +478,14 @@ func TestEpochResetWhenHistoryWasLost(t *testing.T) {
 	c.conn.Close()
 
 	// Redis loses the room; new messages arrive.
-	ts.rdb.Del(context.Background(), ts.key("lobby"), ts.prefix+":{lobby}:epoch")
+	ts.rdb.Del(context.Background(), ts.key("lobby"), streams.Keys{Prefix: ts.prefix}.Epoch("lobby"))
 	fresh := ts.append("lobby", "after", 3)
 	c = ts.dial("lobby", "since="+last+"&epoch="+epoch, true)
 	g := c.expect("gap")
 	if g.Reason != "reset" || g.OldestID != fresh[0] {
 		t.Fatalf("gap = %+v, want reset with oldest_id %s", g, fresh[0])
 	}
-	if got := c.messages(3); !equal(ids(got), fresh) {
+	if got := c.messages(3); !slices.Equal(ids(got), fresh) {
 		t.Fatalf("after reset got %v, want the whole new history %v", ids(got), fresh)
 	}
 	if r := c.expect("ready"); r.Epoch == epoch || r.Epoch == "" {
@@ -518,7 +519,7 @@ func TestReplayIsCompleteWhileTheTailIsBehind(t *testing.T) {
 		keep.expect("ready")
 		missed := ts.append(room, "u", 200)
 		c := ts.dial(room, "since=0", true)
-		if got := ids(c.messages(200)); !equal(got, missed) {
+		if got := ids(c.messages(200)); !slices.Equal(got, missed) {
 			t.Fatalf("replay = %d entries, want the 200 appended", len(got))
 		}
 		if r := c.expect("ready"); r.LastID != missed[199] {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,14 +21,13 @@ import (
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
 func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
 
 const secret = "test-secret"
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func ctx10(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -55,7 +53,7 @@ func newEnv(t *testing.T, srv *redistest.Server, prefix string, mode streams.Tai
 	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix}
 	e.store = streams.NewStore(srv.Client(t), streams.Options{Prefix: prefix, MaxLen: 100000})
 	blocking := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 4, MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}}) // as app: see handlers tests
-	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: quiet(), Mode: mode})
+	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: testkit.Quiet(), Mode: mode})
 	t.Cleanup(func() { _ = e.hub.Close() })
 	return e
 }
@@ -64,7 +62,7 @@ func newEnv(t *testing.T, srv *redistest.Server, prefix string, mode streams.Tai
 func (e *env) start(url string, mod func(*hooks.WebhookOptions)) *hooks.Webhooks {
 	e.t.Helper()
 	opt := hooks.WebhookOptions{URL: url, Secret: secret, Backoff: 20 * time.Millisecond, ClaimAfter: 2 * time.Second,
-		Timeout: 5 * time.Second, Logger: quiet(), From: streams.HookFromStart,
+		Timeout: 5 * time.Second, Logger: testkit.Quiet(), From: streams.HookFromStart,
 		Watch: streams.RoomWatchOptions{PollEvery: 50 * time.Millisecond, ScanEvery: 300 * time.Millisecond}}
 	if mod != nil {
 		mod(&opt)
@@ -78,7 +76,7 @@ func (e *env) start(url string, mod func(*hooks.WebhookOptions)) *hooks.Webhooks
 	return w
 }
 
-func (e *env) key(room string) string { return e.prefix + ":{" + room + "}:messages" }
+func (e *env) key(room string) string { return streams.Keys{Prefix: e.prefix}.Messages(room) }
 
 // append stores a message as the WebSocket and the HTTP API do.
 func (e *env) append(room, text string) string {

@@ -45,7 +45,6 @@ type PublishOptions struct {
 	Timeout time.Duration // how long a message waits for the hook
 	OnError OnError
 	Logger  *slog.Logger
-	Metrics *prometheus.Registry
 }
 
 const (
@@ -87,10 +86,12 @@ func NewPublishHook(opt PublishOptions) *PublishHook {
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xroom_publish_hook_seconds",
 			Help: "How long the publish hook took to answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	if opt.Metrics != nil {
-		opt.Metrics.MustRegister(p.outcomes, p.seconds)
-	}
 	return p
+}
+
+// Collectors are the hook's metrics, for the caller to register.
+func (p *PublishHook) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.outcomes, p.seconds}
 }
 
 // Refusal is the hook's refusal of a message: the sender is told Code and

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xroom/xroom/hooks"
+	"github.com/xroom/xroom/internal/testkit"
 )
 
 // publishApp is an application's publish hook: it answers by the text.
@@ -71,7 +72,8 @@ func TestPublishHook(t *testing.T) {
 	for _, onError := range []hooks.OnError{hooks.Refuse, hooks.Allow} {
 		reg := prometheus.NewRegistry()
 		hook := hooks.NewPublishHook(hooks.PublishOptions{URL: app.srv.URL, Secret: secret, Timeout: 100 * time.Millisecond,
-			OnError: onError, Logger: quiet(), Metrics: reg})
+			OnError: onError, Logger: testkit.Quiet()})
+		reg.MustRegister(hook.Collectors()...)
 		for _, tc := range []struct {
 			text, want, code string // code: a refusal's; "failed": the hook failed
 		}{

@@ -43,11 +43,12 @@ func age(id streams.ID) time.Duration {
 	return max(time.Since(time.UnixMilli(int64(id.Ms))), 0)
 }
 
-func (w *Webhooks) registerMetrics(reg *prometheus.Registry) {
+// Collectors are the webhook metrics, for the caller to register.
+func (w *Webhooks) Collectors() []prometheus.Collector {
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
 	}
-	reg.MustRegister(
+	return []prometheus.Collector{
 		counter("xroom_webhook_messages_sent_total", "Messages the webhook acknowledged (2xx).", &w.stats.sent),
 		counter("xroom_webhook_requests_failed_total", "Webhook requests that failed: a timeout, no connection, or a status other than 2xx.", &w.stats.failed),
 		counter("xroom_webhook_retries_total", "Batches scheduled to be sent again after a failure.", &w.stats.retried),
@@ -59,7 +60,7 @@ func (w *Webhooks) registerMetrics(reg *prometheus.Registry) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xroom_webhook_oldest_pending_seconds",
 			Help: "How long ago the oldest message this instance holds for the webhook was stored; 0 when it holds none."},
 			func() float64 { _, oldest := w.pending(); return age(oldest).Seconds() }),
-	)
+	}
 }
 
 // Status is webhook delivery as GET /api/hooks shows it.

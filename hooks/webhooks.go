@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/xroom/xroom/streams"
 )
 
@@ -40,8 +38,6 @@ type WebhookOptions struct {
 	// Consumer names this instance in the groups; default host-pid-random.
 	Consumer string
 	Logger   *slog.Logger
-	// Metrics, when set, gets the webhook metrics registered.
-	Metrics *prometheus.Registry
 	// Watch tunes how rooms are found without keyspace notifications.
 	Watch streams.RoomWatchOptions
 }
@@ -119,9 +115,6 @@ func StartWebhooks(hub *streams.Hub, opt WebhookOptions) *Webhooks {
 		ready: make(chan struct{}), rooms: map[string]*room{}, wake: make(chan struct{}, 1)}
 	w.ctx, w.stop = context.WithCancel(context.Background())
 	w.sendCx, w.abort = context.WithCancel(context.Background())
-	if opt.Metrics != nil {
-		w.registerMetrics(opt.Metrics)
-	}
 	w.wg.Add(2 + opt.Concurrency)
 	go w.prepare()
 	go w.holdAll()

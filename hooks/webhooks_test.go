@@ -15,6 +15,7 @@ import (
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -25,7 +26,7 @@ func TestWebhooksDeliverEveryRoomInOrder(t *testing.T) {
 	e := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
 	rc := newReceiver(t, func(*request) int { time.Sleep(2 * time.Millisecond); return http.StatusOK })
 	reg := prometheus.NewRegistry()
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch, o.Metrics = 3, 7, reg })
+	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch = 3, 7 }).Collectors()...)
 	rooms := []string{"r0", "r1", "r2", "r3", "r4"}
 	for i := range 40 {
 		for j, room := range rooms {
@@ -84,8 +85,9 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	w := e.start(rc.srv.URL, func(o *hooks.WebhookOptions) {
-		o.Timeout, o.Batch, o.Metrics, o.Backoff = 200*time.Millisecond, 5, reg, 50*time.Millisecond
+		o.Timeout, o.Batch, o.Backoff = 200*time.Millisecond, 5, 50*time.Millisecond
 	})
+	reg.MustRegister(w.Collectors()...)
 	rooms := []string{"a", "b"}
 	for i := range 12 {
 		e.append("a", fmt.Sprintf("a %d", i))
@@ -156,16 +158,16 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 		return http.StatusNoContent
 	})
 	reg := prometheus.NewRegistry()
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts, o.Metrics = 3, reg })
+	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 3 }).Collectors()...)
 	before := e.append("lobby", "fine 1")
-	waitFor(t, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
+	testkit.Eventually(t, 15*time.Second, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
 	poison := e.append("lobby", "poison")
-	waitFor(t, "the dead letter", func() bool {
-		n, _ := e.rdb.XLen(context.Background(), e.prefix+":{lobby}:hooks:dead").Result()
+	testkit.Eventually(t, 15*time.Second, "the dead letter", func() bool {
+		n, _ := e.rdb.XLen(context.Background(), streams.Keys{Prefix: e.prefix}.Dead("lobby")).Result()
 		return n == 1
 	})
 	after := []string{e.append("lobby", "fine 2"), e.xadd("lobby", "fine 3")}
-	waitFor(t, "the room to go on", func() bool { return len(rc.delivered()["lobby"]) == 3 })
+	testkit.Eventually(t, 15*time.Second, "the room to go on", func() bool { return len(rc.delivered()["lobby"]) == 3 })
 	if got := rc.delivered()["lobby"]; got[0] != before || got[1] != after[0] || got[2] != after[1] {
 		t.Fatalf("delivered %v, want %s then %v", got, before, after)
 	}
@@ -217,11 +219,11 @@ func TestWebhooksTakeOverFromADeadInstance(t *testing.T) {
 	const claimAfter = 2 * time.Second
 	wa := a.start(stuck.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Timeout = claimAfter, time.Minute })
 	first := []string{a.append("room", "one"), a.append("room", "two")}
-	waitFor(t, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
+	testkit.Eventually(t, 15*time.Second, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
 	readAt := time.Now()
 
 	regB := prometheus.NewRegistry()
-	b.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Metrics = claimAfter, regB })
+	regB.MustRegister(b.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter = claimAfter }).Collectors()...)
 	b.append("room", "three")
 	time.Sleep(claimAfter / 2)
 	if got := rc.delivered()["room"]; len(got) != 0 {
@@ -254,10 +256,12 @@ func TestWebhooksStartWhenEnabled(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	rc := newReceiver(t, nil)
 	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromEnabled })
-	waitFor(t, "hooks:since", func() bool { return e.rdb.Exists(context.Background(), e.prefix+":hooks:since").Val() == 1 })
+	testkit.Eventually(t, 15*time.Second, "hooks:since", func() bool {
+		return e.rdb.Exists(context.Background(), streams.Keys{Prefix: e.prefix}.HooksSince()).Val() == 1
+	})
 	newer := e.append("old", "after")
 	fresh := e.xadd("new", "a new room")
-	waitFor(t, "the new messages", func() bool { d := rc.delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
+	testkit.Eventually(t, 15*time.Second, "the new messages", func() bool { d := rc.delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
 	if d := rc.delivered(); d["old"][0] != newer || d["new"][0] != fresh {
 		t.Fatalf("delivered %v; want %s (not %s) and %s", d, newer, old, fresh)
 	}
@@ -287,17 +291,6 @@ func TestWebhooksWithoutKeyspaceNotifications(t *testing.T) {
 	rc.waitDelivered(e, []string{"early", "app", "cli"}, 10*time.Second)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 15s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // metricValue is the value of reg's metric name (a counter or a gauge).
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -323,7 +316,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	e := &env{t: t, prefix: prefix, store: streams.NewStore(cc, streams.Options{Prefix: prefix})}
 	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
-	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: quiet()})
+	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = e.hub.Close() })
 	rc := newReceiver(t, func(r *request) int {
 		for _, m := range r.Messages {
@@ -338,7 +331,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the dead letter", func() bool { return cc.XLen(context.Background(), prefix+":{c}:hooks:dead").Val() == 1 })
+	testkit.Eventually(t, 15*time.Second, "the dead letter", func() bool { return cc.XLen(context.Background(), streams.Keys{Prefix: prefix}.Dead("c")).Val() == 1 })
 	rooms := []string{"a", "b", "c", "d", "e", "f"}
 	want := map[string][]string{}
 	for i := range 5 {
@@ -360,7 +353,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 			want[room] = append(want[room], id)
 		}
 	}
-	waitFor(t, "every room delivered", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every room delivered", func() bool {
 		got := rc.delivered()
 		for _, room := range rooms {
 			if !slices.Equal(got[room], want[room]) {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xroom/xroom/internal/testkit"
 )
 
 func TestRaiseFileLimit(t *testing.T) {
@@ -83,7 +85,7 @@ func TestAcceptLivesThroughEMFILE(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	waitFor(t, "a failed accept", func() bool { return failures.Load() > 0 })
+	testkit.Eventually(t, 10*time.Second, "a failed accept", func() bool { return failures.Load() > 0 })
 	for _, f := range filler {
 		f.Close()
 	}
@@ -97,13 +99,4 @@ func TestAcceptLivesThroughEMFILE(t *testing.T) {
 		}
 	}
 	t.Logf("%d accepts failed with EMFILE and were retried", failures.Load())
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 10 s", what)
-		}
-	}
 }

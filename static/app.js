@@ -1,5 +1,5 @@
 // xroom browser client: a lobby of rooms, and one room at a time to read and
-// write. Speaks the xroom.v1 dialect of /ws/chat/{room}/ (see PROTOCOL.md).
+// write. Speaks the xroom.v1 dialect of /ws/chat/{room}/ (see docs/protocol.md).
 // All user text goes in with textContent: never innerHTML with data.
 // The pure parts (IDs, rules, backoff, outbox, presence) live in logic.js.
 import {

@@ -26,6 +26,17 @@ func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.pipelines.Add(1); return next(ctx, cmds) }
 }
 
+// countedEnv is an env whose store's client counts its round trips in
+// hook (e.rdb, the test's own client, is not counted).
+func countedEnv(t *testing.T) (*env, *pipelineCounter) {
+	srv := redistest.Shared(t)
+	rdb := srv.Client(t)
+	hook := &pipelineCounter{}
+	rdb.AddHook(hook)
+	prefix := redistest.Prefix(t)
+	return &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}, hook
+}
+
 // Appends that arrive while Redis is busy share pipelines, and
 // each still gets its own ID, duplicates detected, nothing lost.
 func TestConcurrentAppendsShareAPipeline(t *testing.T) {

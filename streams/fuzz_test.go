@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -101,7 +102,7 @@ func FuzzStoredEntry(f *testing.F) {
 	prefix := redistest.Prefix(f)
 	store := streams.NewStore(rdb, streams.Options{Prefix: prefix})
 	hub := streams.NewHub(store, srv.Client(f), streams.HubOptions{
-		Buffer: 8, Block: 200 * time.Millisecond, Logger: quiet(),
+		Buffer: 8, Block: 200 * time.Millisecond, Logger: testkit.Quiet(),
 		Encode: func(room string, e *streams.Entry) []byte { return []byte("frame:" + e.Message) },
 	})
 	f.Cleanup(func() { hub.Close() })

@@ -149,7 +149,7 @@ func TestHookGroupStartsWhenEnabled(t *testing.T) {
 	old := e.addTagged("old", 3, "before")
 	time.Sleep(5 * time.Millisecond)
 	g := e.hookGroup("a", time.Minute, streams.HookFromEnabled)
-	since, err := e.rdb.Get(ctx10(t), e.prefix+":hooks:since").Int64()
+	since, err := e.rdb.Get(ctx10(t), streams.Keys{Prefix: e.prefix}.HooksSince()).Int64()
 	if err != nil || since <= int64(old[2].Ms) {
 		t.Fatalf("hooks:since = %d, %v; want after %s", since, err, old[2])
 	}
@@ -165,7 +165,7 @@ func TestHookGroupStartsWhenEnabled(t *testing.T) {
 	// Another instance later keeps the first time.
 	time.Sleep(5 * time.Millisecond)
 	e.hookGroup("b", time.Minute, streams.HookFromEnabled)
-	if again, _ := e.rdb.Get(ctx10(t), e.prefix+":hooks:since").Int64(); again != since {
+	if again, _ := e.rdb.Get(ctx10(t), streams.Keys{Prefix: e.prefix}.HooksSince()).Int64(); again != since {
 		t.Fatalf("hooks:since moved from %d to %d", since, again)
 	}
 	// From the start: the whole history of a room seen for the first time.

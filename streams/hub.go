@@ -37,6 +37,12 @@ const (
 	ModePoll
 )
 
+// TailPoolSize caps the connections of the hub's own client, the one
+// NewHub takes beside the store's (a notification subscriber, or the
+// fallback's blocking reads: see TailMode); they do not grow with rooms.
+// Size that client's pool with it.
+const TailPoolSize = 4
+
 func (m TailMode) String() string {
 	switch m {
 	case ModeNotify:

@@ -5,9 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -42,8 +42,6 @@ func testFrame(room string, e *streams.Entry) []byte {
 // race between the blocking tail's connections, made concurrently).
 var noMaint = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func newHubEnv(t *testing.T, opt streams.HubOptions, srv ...*redistest.Server) *hubEnv {
 	t.Helper()
 	var e *env
@@ -65,7 +63,7 @@ func newHubEnv(t *testing.T, opt streams.HubOptions, srv ...*redistest.Server) *
 		}
 	}
 	if opt.Logger == nil {
-		opt.Logger = quiet()
+		opt.Logger = testkit.Quiet()
 	}
 	h.hub = streams.NewHub(e.store, h.blocking, opt)
 	t.Cleanup(func() { _ = h.hub.Close() })
@@ -169,17 +167,6 @@ func (s *subscriber) waitHead(id streams.ID) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestHubSubscribeNotifiesAndDelivers(t *testing.T) {
 	h := newHubEnv(t, streams.HubOptions{Block: 200 * time.Millisecond})
 	s := h.subscribe("lobby")
@@ -209,7 +196,7 @@ func TestHubSubscribeNotifiesAndDelivers(t *testing.T) {
 	other, _ := h.add("elsewhere", streams.Message{User: "bob", Text: "x"})
 	id2, _ := h.add("lobby", streams.Message{User: "bob", Text: "second"})
 	s.readUntil(id2, 10)
-	if got := s.ids(); !sameIDs(got, []streams.ID{id, id2}) {
+	if got := s.ids(); !slices.Equal(got, []streams.ID{id, id2}) {
 		t.Fatalf("got %v, want %v (not %v of another room)", got, []streams.ID{id, id2}, other)
 	}
 	if h.hub.Stats().TailReads.Load() < 2 {
@@ -236,7 +223,7 @@ func TestHubNextFromBuffer(t *testing.T) {
 	if err != nil || next != live[9] {
 		t.Fatalf("Next(newest old) = cursor %v, %v; want %v", next, err, live[9])
 	}
-	if got := entryPtrIDs(es); !sameIDs(got, live) {
+	if got := entryPtrIDs(es); !slices.Equal(got, live) {
 		t.Fatalf("Next(newest old) = %v, want %v", got, live)
 	}
 	for i, e := range es {
@@ -245,7 +232,7 @@ func TestHubNextFromBuffer(t *testing.T) {
 		}
 	}
 	es, next, err = s.sub.Next(ctx10(t), live[2], make([]*streams.Entry, 0, 3))
-	if err != nil || next != live[5] || !sameIDs(entryPtrIDs(es), live[3:6]) {
+	if err != nil || next != live[5] || !slices.Equal(entryPtrIDs(es), live[3:6]) {
 		t.Fatalf("Next(live[2], cap 3) = %v, cursor %v, %v; want %v", entryPtrIDs(es), next, err, live[3:6])
 	}
 	// A cursor that is no entry's ID: the entries after it.
@@ -257,12 +244,12 @@ func TestHubNextFromBuffer(t *testing.T) {
 		}
 	}
 	es, next, _ = s.sub.Next(ctx10(t), between, make([]*streams.Entry, 0, 100))
-	if next != live[9] || !sameIDs(entryPtrIDs(es), wantAfter) {
+	if next != live[9] || !slices.Equal(entryPtrIDs(es), wantAfter) {
 		t.Fatalf("Next(%v) = %v, cursor %v; want %v", between, entryPtrIDs(es), next, wantAfter)
 	}
 	// Capacity 0 still makes progress, one entry at a time.
 	es, next, _ = s.sub.Next(ctx10(t), live[0], nil)
-	if next != live[1] || !sameIDs(entryPtrIDs(es), live[1:2]) {
+	if next != live[1] || !slices.Equal(entryPtrIDs(es), live[1:2]) {
 		t.Fatalf("Next(live[0], nil) = %v, cursor %v; want one entry", entryPtrIDs(es), next)
 	}
 	// At the head: nothing, the cursor stays.
@@ -283,7 +270,7 @@ func TestHubNextFromBuffer(t *testing.T) {
 		t.Fatalf("CatchUps = %d, want %d", h.hub.Stats().CatchUps.Load(), catchUps+1)
 	}
 	want := append(append([]streams.ID{}, old[2:]...), live...)
-	if got := entryPtrIDs(es); !sameIDs(got[:min(len(got), 3)], want[:3]) || next != got[len(got)-1] {
+	if got := entryPtrIDs(es); !slices.Equal(got[:min(len(got), 3)], want[:3]) || next != got[len(got)-1] {
 		t.Fatalf("catch-up Next(old[1]) = %v, cursor %v; want it to start %v", got, next, want[:3])
 	}
 	for _, e := range es {
@@ -294,7 +281,7 @@ func TestHubNextFromBuffer(t *testing.T) {
 	s.cursor = next
 	s.got = es
 	s.readUntil(live[9], 100)
-	if got := s.ids(); !sameIDs(got, want) {
+	if got := s.ids(); !slices.Equal(got, want) {
 		t.Fatalf("from old[1]: %v, want %v", got, want)
 	}
 }
@@ -313,7 +300,7 @@ func TestHubCatchUpBehindSmallBuffer(t *testing.T) {
 	ids := h.addN("r", "u", 200)
 	s.waitHead(ids[199])
 	s.readUntil(ids[199], 7) // from 0-0: 184 entries are no longer in memory
-	if got := s.ids(); !sameIDs(got, ids) {
+	if got := s.ids(); !slices.Equal(got, ids) {
 		t.Fatalf("got %d entries %v..., want all %d in order", len(got), got[:min(5, len(got))], len(ids))
 	}
 	if n := h.hub.Stats().CatchUps.Load(); n < 184/7 {
@@ -327,7 +314,7 @@ func TestHubCatchUpBehindSmallBuffer(t *testing.T) {
 	// The newest 16 are served from memory: no catch-up for them.
 	before := h.hub.Stats().CatchUps.Load()
 	es, next, err := s.sub.Next(ctx10(t), ids[183], make([]*streams.Entry, 0, 100))
-	if err != nil || next != ids[199] || !sameIDs(entryPtrIDs(es), ids[184:]) {
+	if err != nil || next != ids[199] || !slices.Equal(entryPtrIDs(es), ids[184:]) {
 		t.Fatalf("Next(ids[183]) = %v %v %v", entryPtrIDs(es), next, err)
 	}
 	if h.hub.Stats().CatchUps.Load() != before {
@@ -384,7 +371,7 @@ func TestHubCatchUpWhileWriting(t *testing.T) {
 			t.Fatalf("not caught up within 60s: at %v of %d", s.cursor, n)
 		}
 	}
-	if !sameIDs(entryPtrIDs(got), ids) {
+	if !slices.Equal(entryPtrIDs(got), ids) {
 		t.Fatalf("got %d entries, want %d, each once and in order", len(got), n)
 	}
 	if h.hub.Stats().CatchUps.Load() == 0 {
@@ -403,7 +390,7 @@ func TestHubEntryWithoutMessage(t *testing.T) {
 	bare, _ := streams.ParseID(raw)
 	c, _ := h.add("r", streams.Message{User: "alice", Text: "after"})
 	s.readUntil(c, 10)
-	if got := s.ids(); !sameIDs(got, []streams.ID{a, bare, c}) {
+	if got := s.ids(); !slices.Equal(got, []streams.ID{a, bare, c}) {
 		t.Fatalf("got %v, want %v", got, []streams.ID{a, bare, c})
 	}
 	e := s.got[1]
@@ -441,7 +428,7 @@ func TestHubEncodesOncePerEntry(t *testing.T) {
 	ids := h.addN("r", "u", 20)
 	for _, s := range subs {
 		s.readUntil(ids[19], 8)
-		if !sameIDs(s.ids(), ids) {
+		if !slices.Equal(s.ids(), ids) {
 			t.Fatalf("subscriber got %v, want %v", s.ids(), ids)
 		}
 	}
@@ -480,12 +467,12 @@ func TestHubStopsTailingIdleRooms(t *testing.T) {
 	}
 	a.sub.Close()
 	a.sub.Close() // twice is harmless
-	eventually(t, "room a dropped", func() bool { return h.hub.Rooms() == 1 })
+	testkit.Eventually(t, 10*time.Second, "room a dropped", func() bool { return h.hub.Rooms() == 1 })
 	b.sub.Close()
-	eventually(t, "room b dropped", func() bool { return h.hub.Rooms() == 0 })
+	testkit.Eventually(t, 10*time.Second, "room b dropped", func() bool { return h.hub.Rooms() == 0 })
 	// The tails' blocking connections are idle again: no XREAD in flight.
 	if h.srv.Real {
-		eventually(t, "no XREAD in flight", func() bool { return h.blockedReads() == 0 })
+		testkit.Eventually(t, 10*time.Second, "no XREAD in flight", func() bool { return h.blockedReads() == 0 })
 	}
 
 	// Coming back starts a fresh tail from the current end.
@@ -497,7 +484,7 @@ func TestHubStopsTailingIdleRooms(t *testing.T) {
 	c.cursor = old
 	id, _ := h.add("a", streams.Message{User: "u", Text: "back"})
 	c.readUntil(id, 10)
-	if !sameIDs(c.ids(), []streams.ID{id}) {
+	if !slices.Equal(c.ids(), []streams.ID{id}) {
 		t.Fatalf("after resubscribing got %v, want %v", c.ids(), []streams.ID{id})
 	}
 	if n := h.hub.Rooms(); n != 1 {
@@ -539,7 +526,7 @@ func TestHubClose(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 
 	// A long block: Close must cut the reads in flight short, not wait them out.
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Block: 30 * time.Second, Logger: quiet()})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Block: 30 * time.Second, Logger: testkit.Quiet()})
 	var subs []*streams.Subscription
 	for i := range 20 {
 		sub, err := hub.Subscribe(ctx10(t), fmt.Sprintf("room%d", i%5), func() {})
@@ -562,8 +549,8 @@ func TestHubClose(t *testing.T) {
 	if hub.Rooms() != 0 {
 		t.Errorf("Rooms = %d after Close", hub.Rooms())
 	}
-	if _, err := hub.Subscribe(ctx10(t), "room0", func() {}); err == nil || err.Error() != "hub closed" {
-		t.Errorf("Subscribe after Close = %v, want \"hub closed\"", err)
+	if _, err := hub.Subscribe(ctx10(t), "room0", func() {}); !errors.Is(err, streams.ErrHubClosed) {
+		t.Errorf("Subscribe after Close = %v, want streams.ErrHubClosed", err)
 	}
 	if err := blocking.Ping(context.Background()).Err(); err != redis.ErrClosed {
 		t.Errorf("blocking client after Close: %v, want it closed", err)
@@ -599,7 +586,7 @@ func TestHubSubscribeCancelled(t *testing.T) {
 	} else if err != context.Canceled {
 		t.Fatalf("Subscribe with a cancelled context: %v", err)
 	}
-	eventually(t, "room dropped", func() bool { return h.hub.Rooms() == 0 })
+	testkit.Eventually(t, 10*time.Second, "room dropped", func() bool { return h.hub.Rooms() == 0 })
 }
 
 func TestHubSurvivesRedisRestart(t *testing.T) {
@@ -610,21 +597,21 @@ func TestHubSurvivesRedisRestart(t *testing.T) {
 	s.readUntil(before, 10)
 
 	srv.Stop(t)
-	eventually(t, "the tail noticed the outage", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the tail noticed the outage", func() bool {
 		return h.hub.Stats().TailErrors.Load()+h.hub.Stats().Reconnects.Load() > 0
 	})
 	srv.Restart(t)
 
 	// The first commands after the restart may meet dead pooled connections.
 	var after streams.ID
-	eventually(t, "append after restart", func() bool {
+	testkit.Eventually(t, 10*time.Second, "append after restart", func() bool {
 		id, _, err := h.store.Append(context.Background(), "r", streams.Message{User: "u", Text: "after"})
 		after = id
 		return err == nil
 	})
 	after2, _ := h.add("r", streams.Message{User: "u", Text: "after 2"})
 	s.readUntil(after2, 10)
-	if got := s.ids(); !sameIDs(got, []streams.ID{before, after, after2}) {
+	if got := s.ids(); !slices.Equal(got, []streams.ID{before, after, after2}) {
 		t.Fatalf("got %v, want %v", got, []streams.ID{before, after, after2})
 	}
 	if !bytes.Contains(s.got[1].Frame, []byte("|after")) {
@@ -651,7 +638,7 @@ func TestHubCloseWhileSubscribeWaitsForRedis(t *testing.T) {
 		sub, err := h.hub.Subscribe(ctx, "r", func() {})
 		res <- result{sub, err}
 	}()
-	eventually(t, "the room is being started", func() bool { return h.hub.Rooms() == 1 })
+	testkit.Eventually(t, 10*time.Second, "the room is being started", func() bool { return h.hub.Rooms() == 1 })
 	if err := h.hub.Close(); err != nil {
 		t.Logf("Close: %v", err)
 	}
@@ -680,7 +667,7 @@ func TestHubCatchUpAcrossTrimmedHistory(t *testing.T) {
 	}
 	s.cursor = ids[5]
 	s.readUntil(ids[49], 10)
-	if got := s.ids(); !sameIDs(got, ids[34:]) {
+	if got := s.ids(); !slices.Equal(got, ids[34:]) {
 		t.Fatalf("after the trim got %v, want the buffered %v", got, ids[34:])
 	}
 	// Partly trimmed: what Redis still has after the cursor, in order.
@@ -691,7 +678,7 @@ func TestHubCatchUpAcrossTrimmedHistory(t *testing.T) {
 	}
 	s.cursor, s.got = ids[49], nil
 	s.readUntil(more[39], 10)
-	if got := s.ids(); !sameIDs(got, more[10:]) {
+	if got := s.ids(); !slices.Equal(got, more[10:]) {
 		t.Fatalf("partly trimmed: got %v, want the retained %v", got, more[10:])
 	}
 }
@@ -706,19 +693,19 @@ func TestHubDropsRoomWhoseSubscriberGaveUpWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("Subscribe with Redis down = %v, want its deadline", err)
 	}
 	// Nobody wants the room any more: it stops retrying and is forgotten.
-	eventually(t, "room dropped while Redis is down", func() bool { return h.hub.Rooms() == 0 })
+	testkit.Eventually(t, 10*time.Second, "room dropped while Redis is down", func() bool { return h.hub.Rooms() == 0 })
 
 	// Once Redis is back, a new subscriber gets a working tail.
 	srv.Restart(t)
 	s := h.subscribe("r")
 	var id streams.ID
-	eventually(t, "append after restart", func() bool {
+	testkit.Eventually(t, 10*time.Second, "append after restart", func() bool {
 		var err error
 		id, _, err = h.store.Append(context.Background(), "r", streams.Message{User: "u", Text: "back"})
 		return err == nil
 	})
 	s.readUntil(id, 10)
-	if !sameIDs(s.ids(), []streams.ID{id}) {
+	if !slices.Equal(s.ids(), []streams.ID{id}) {
 		t.Fatalf("got %v, want %v", s.ids(), []streams.ID{id})
 	}
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
 // newPresence starts a Presence on e's store, closed at the end of the test.
 func (e *env) newPresence(ttl, heartbeat time.Duration) *streams.Presence {
-	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: ttl, Heartbeat: heartbeat, Logger: quiet()})
+	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: ttl, Heartbeat: heartbeat, Logger: testkit.Quiet()})
 	e.t.Cleanup(func() { _ = p.Close(context.Background()) })
 	return p
 }
@@ -76,7 +77,7 @@ func TestPresenceJoinLeaveOneMemberPerUser(t *testing.T) {
 		t.Fatalf("members %v", got)
 	}
 	// Readable in redis-cli: USER:CONNID scored by expiry (ms).
-	zs, err := e.rdb.ZRangeWithScores(ctx10(t), e.prefix+":{r}:presence", 0, -1).Result()
+	zs, err := e.rdb.ZRangeWithScores(ctx10(t), streams.Keys{Prefix: e.prefix}.Presence("r"), 0, -1).Result()
 	if err != nil || len(zs) != 3 {
 		t.Fatalf("ZRANGE: %v %v", zs, err)
 	}
@@ -89,7 +90,7 @@ func TestPresenceJoinLeaveOneMemberPerUser(t *testing.T) {
 			t.Fatalf("member %q expires at %v, want about now + 1m", m, exp)
 		}
 	}
-	if ttl := e.rdb.PTTL(ctx10(t), e.prefix+":{r}:presence").Val(); ttl <= 0 || ttl > time.Minute {
+	if ttl := e.rdb.PTTL(ctx10(t), streams.Keys{Prefix: e.prefix}.Presence("r")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("presence key PTTL %v, want up to the TTL", ttl)
 	}
 	if err := p.Leave(ctx10(t), "r", a1); err != nil {
@@ -122,7 +123,7 @@ func TestPresenceMembersSkipExpired(t *testing.T) {
 	p := e.newPresence(time.Minute, time.Hour)
 	mustJoin(t, p, "r", "bob")
 	now := time.Now().UnixMilli()
-	key := e.prefix + ":{r}:presence"
+	key := streams.Keys{Prefix: e.prefix}.Presence("r")
 	e.rdb.ZAdd(ctx10(t), key, redis.Z{Score: float64(now - 1000), Member: "ghost:old"}, redis.Z{Score: float64(now + 60000), Member: "zed:x1"})
 	if got := e.members(p, "r"); !slices.Equal(got, []string{"bob", "zed"}) {
 		t.Fatalf("members %v, want bob and zed (ghost expired)", got)
@@ -140,21 +141,21 @@ func TestPresenceCrashedInstanceFadesWithOneLeave(t *testing.T) {
 	mustJoin(t, a, "r", "alice")
 	mustJoin(t, b, "r", "bob")
 	// A third crashes: its heartbeat stops and nothing is cleaned up.
-	c := streams.NewPresence(e.store, streams.PresenceOptions{TTL: ttl, Heartbeat: beat, Logger: quiet()})
+	c := streams.NewPresence(e.store, streams.PresenceOptions{TTL: ttl, Heartbeat: beat, Logger: testkit.Quiet()})
 	mustJoin(t, c, "r", "carol")
 	mustJoin(t, c, "r", "carol")
 	mustJoin(t, c, "r", "bob") // bob also had a tab there: he stays
 	c.Crash()
 	// And a member written by hand with a short expiry.
-	e.rdb.ZAdd(ctx10(t), e.prefix+":{r}:presence", redis.Z{Score: float64(time.Now().Add(300 * time.Millisecond).UnixMilli()), Member: "ghost:zz"})
+	e.rdb.ZAdd(ctx10(t), streams.Keys{Prefix: e.prefix}.Presence("r"), redis.Z{Score: float64(time.Now().Add(300 * time.Millisecond).UnixMilli()), Member: "ghost:zz"})
 	if got := e.members(a, "r"); !slices.Equal(got, []string{"alice", "bob", "carol", "ghost"}) {
 		t.Fatalf("members before the crash shows %v", got)
 	}
-	eventually(t, "carol and ghost fade out", func() bool {
+	testkit.Eventually(t, 10*time.Second, "carol and ghost fade out", func() bool {
 		got, _, err := a.Members(context.Background(), "r")
 		return err == nil && slices.Equal(got, []string{"alice", "bob"})
 	})
-	eventually(t, "both leaves written", func() bool {
+	testkit.Eventually(t, 10*time.Second, "both leaves written", func() bool {
 		ev := e.events("r")
 		return count(ev, "leave carol") == 1 && count(ev, "leave ghost") == 1
 	})
@@ -175,12 +176,7 @@ func TestPresenceCrashedInstanceFadesWithOneLeave(t *testing.T) {
 }
 
 func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
-	srv := redistest.Shared(t)
-	rdb := srv.Client(t)
-	hook := &pipelineCounter{}
-	rdb.AddHook(hook)
-	prefix := redistest.Prefix(t)
-	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}
+	e, hook := countedEnv(t)
 	p := e.newPresence(time.Minute, time.Hour) // the test drives the heartbeat
 	for i := range 700 {                       // more than one script call's worth
 		mustJoin(t, p, "big", "u"+strconv.Itoa(i))
@@ -189,7 +185,7 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 		mustJoin(t, p, "small", "v"+strconv.Itoa(i))
 	}
 	scores := func(room string) map[string]float64 {
-		zs, err := e.rdb.ZRangeWithScores(ctx10(t), prefix+":{"+room+"}:presence", 0, -1).Result()
+		zs, err := e.rdb.ZRangeWithScores(ctx10(t), streams.Keys{Prefix: e.prefix}.Presence(room), 0, -1).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +200,7 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 	hook.commands.Store(0)
 	hook.pipelines.Store(0)
 	zadds := func() int {
-		if !srv.Real {
+		if !e.srv.Real {
 			return 0 // miniredis keeps no command statistics
 		}
 		info, err := e.rdb.Info(ctx10(t), "commandstats").Result()
@@ -224,7 +220,7 @@ func TestPresenceHeartbeatIsOnePipelineNotOneCallPerConnection(t *testing.T) {
 		t.Fatalf("one heartbeat of 730 connections in 2 rooms: %d single commands and %d pipelines, want 0 and 1", c, pp)
 	}
 	// Inside the scripts too: a ZADD per chunk of a room, not per member.
-	if n := zadds() - before; srv.Real && n > 3 {
+	if n := zadds() - before; e.srv.Real && n > 3 {
 		t.Fatalf("one heartbeat of 730 connections in 2 rooms ran %d ZADDs in Redis, want at most 3 (one per script call)", n)
 	}
 	for m, s := range scores("big") {
@@ -247,10 +243,10 @@ func TestPresenceHeartbeatSurvivesRedisOutage(t *testing.T) {
 	if _, err := p.Join(ctx10(t), "r", "bob"); err == nil {
 		t.Fatal("Join with Redis down: no error")
 	}
-	eventually(t, "a failed heartbeat", func() bool { return p.Stats().Failures.Load() >= 2 })
+	testkit.Eventually(t, 10*time.Second, "a failed heartbeat", func() bool { return p.Stats().Failures.Load() >= 2 })
 	srv.Restart(t) // no persistence: Redis lost everything
 	// The heartbeat puts both back, with their joins.
-	eventually(t, "presence restored", func() bool {
+	testkit.Eventually(t, 10*time.Second, "presence restored", func() bool {
 		got, _, err := p.Members(context.Background(), "r")
 		return err == nil && slices.Equal(got, []string{"alice", "bob"})
 	})
@@ -284,7 +280,7 @@ func TestPresenceCloseRemovesLocalMembers(t *testing.T) {
 	e := newEnv(t, streams.Options{})
 	other := e.newPresence(time.Minute, time.Hour)
 	mustJoin(t, other, "r", "bob")
-	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: time.Minute, Heartbeat: 20 * time.Millisecond, Logger: quiet()})
+	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: time.Minute, Heartbeat: 20 * time.Millisecond, Logger: testkit.Quiet()})
 	mustJoin(t, p, "r", "alice")
 	mustJoin(t, p, "r", "alice")
 	mustJoin(t, p, "r", "bob") // bob has a tab elsewhere: no leave for him
@@ -295,7 +291,7 @@ func TestPresenceCloseRemovesLocalMembers(t *testing.T) {
 	if got := e.members(other, "r"); !slices.Equal(got, []string{"bob"}) {
 		t.Fatalf("members after Close %v", got)
 	}
-	if n := e.rdb.Exists(ctx10(t), e.prefix+":{s}:presence").Val(); n != 0 {
+	if n := e.rdb.Exists(ctx10(t), streams.Keys{Prefix: e.prefix}.Presence("s")).Val(); n != 0 {
 		t.Fatal("room s still has a presence set")
 	}
 	if ev := e.events("r"); !slices.Equal(ev, []string{"join bob", "join alice", "leave alice"}) {
@@ -379,7 +375,7 @@ func TestHubDeliversEventsLiveOnlyAndSkipsWhatASlowSubscriberMissed(t *testing.T
 	if _, err := pipe.Exec(ctx10(t)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "600 events read", func() bool { return s.sub.EventSeq() == slow+600 })
+	testkit.Eventually(t, 10*time.Second, "600 events read", func() bool { return s.sub.EventSeq() == slow+600 })
 	var missed []string
 	big := make([]*streams.Event, 0, 100)
 	for {
@@ -443,7 +439,7 @@ func TestPresenceLeaveDuringHeartbeatStaysLeft(t *testing.T) {
 	if err := <-left; err != nil {
 		t.Fatal(err)
 	}
-	if n := e.rdb.ZCard(ctx10(t), prefix+":{r}:presence").Val(); n != 0 {
+	if n := e.rdb.ZCard(ctx10(t), streams.Keys{Prefix: prefix}.Presence("r")).Val(); n != 0 {
 		t.Fatalf("%d members after alice left", n)
 	}
 	if ev := e.events("r"); !slices.Equal(ev, []string{"join alice", "leave alice"}) {
@@ -455,7 +451,7 @@ func TestPresenceLeaveDuringHeartbeatStaysLeft(t *testing.T) {
 // every connection) and a partial member list.
 func TestPresenceBigRoomGetsNoEventsAndAPartialList(t *testing.T) {
 	e := newEnv(t, streams.Options{})
-	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: time.Minute, Heartbeat: time.Hour, MaxMembers: 3, Logger: quiet()})
+	p := streams.NewPresence(e.store, streams.PresenceOptions{TTL: time.Minute, Heartbeat: time.Hour, MaxMembers: 3, Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = p.Close(context.Background()) })
 	var ms []string
 	for _, u := range []string{"a", "b", "c", "d", "e"} {

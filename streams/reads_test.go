@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -25,7 +24,7 @@ func (e *env) markRead(room, user string, id streams.ID, conn string) (streams.I
 
 func (e *env) readHash(room string) map[string]string {
 	e.t.Helper()
-	m, err := e.rdb.HGetAll(ctx10(e.t), e.prefix+":{"+room+"}:reads").Result()
+	m, err := e.rdb.HGetAll(ctx10(e.t), streams.Keys{Prefix: e.prefix}.Reads(room)).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -35,7 +34,7 @@ func (e *env) readHash(room string) map[string]string {
 // readEvents lists the room's read events as "user id conn".
 func (e *env) readEvents(room string) []string {
 	e.t.Helper()
-	msgs, err := e.rdb.XRange(ctx10(e.t), e.prefix+":{"+room+"}:events", "-", "+").Result()
+	msgs, err := e.rdb.XRange(ctx10(e.t), streams.Keys{Prefix: e.prefix}.Events(room), "-", "+").Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -85,7 +84,7 @@ func TestMarkReadOnlyMovesForward(t *testing.T) {
 		t.Fatalf("read events %q, want %q (one per move)", got, want)
 	}
 	// The events key expires, as presence's does, when nobody keeps it alive.
-	if ttl := e.rdb.PTTL(ctx10(t), e.prefix+":{r}:events").Val(); ttl <= 0 {
+	if ttl := e.rdb.PTTL(ctx10(t), streams.Keys{Prefix: e.prefix}.Events("r")).Val(); ttl <= 0 {
 		t.Fatalf("events key TTL %v, want one", ttl)
 	}
 	if pos, ok, err := e.store.ReadPosition(ctx10(t), "r", "alice"); err != nil || !ok || pos != ids[4] {
@@ -131,7 +130,7 @@ func TestMarkReadComparesIDsAsNumbers(t *testing.T) {
 		}
 	}
 	// A position edited by hand with leading zeros still compares as a number.
-	e.rdb.HSet(ctx10(t), e.prefix+":{n}:reads", "carol", "0010-02")
+	e.rdb.HSet(ctx10(t), streams.Keys{Prefix: e.prefix}.Reads("n"), "carol", "0010-02")
 	if pos, moved := e.markRead("n", "carol", mustID(t, "9-0"), ""); moved || pos.String() != "10-2" {
 		t.Fatalf("carol: %s moved=%v, want 10-2 unmoved", pos, moved)
 	}
@@ -264,7 +263,7 @@ func TestUnreadIndexFromReadsAndWrites(t *testing.T) {
 		t.Fatalf("carol: %+v, want only r (gone is deleted)", got)
 	}
 	// redis-cli can read the index.
-	members := e.rdb.ZRange(ctx10(t), e.prefix+":user:{carol}:rooms", 0, -1).Val()
+	members := e.rdb.ZRange(ctx10(t), streams.Keys{Prefix: e.prefix}.UserRooms("carol"), 0, -1).Val()
 	if sort.Strings(members); strings.Join(members, ",") != "gone,r" {
 		t.Fatalf("carol's index %v", members)
 	}
@@ -293,12 +292,7 @@ func TestUnreadSkipsOwnMessagesWithinABound(t *testing.T) {
 // rooms in round trips: one pipeline for the index, one for every room's
 // count, and no single commands.
 func TestUnreadIsTwoRoundTrips(t *testing.T) {
-	srv := redistest.Shared(t)
-	rdb := srv.Client(t)
-	hook := &pipelineCounter{}
-	rdb.AddHook(hook)
-	prefix := redistest.Prefix(t)
-	e := &env{t: t, srv: srv, rdb: srv.Client(t), prefix: prefix, store: streams.NewStore(rdb, streams.Options{Prefix: prefix})}
+	e, hook := countedEnv(t)
 	for i := range 30 {
 		e.addN(fmt.Sprintf("room-%d", i), "alice", 1)
 		e.addN(fmt.Sprintf("room-%d", i), "bob", 3)
@@ -317,7 +311,7 @@ func TestUnreadIsTwoRoundTrips(t *testing.T) {
 		t.Fatalf("unread of 30 rooms: %d single commands and %d pipelines, want 0 and 2", c, p)
 	}
 	// After Redis forgot the script (restart, failover), one more pipeline reloads it.
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+	if err := e.rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	hook.commands.Store(0)
@@ -335,7 +329,7 @@ func TestUnreadIsTwoRoundTrips(t *testing.T) {
 func TestAppendsRecordTheWriterOnce(t *testing.T) {
 	e := newEnv(t, streams.Options{})
 	e.addN("r", "alice", 3)
-	key := e.prefix + ":user:{alice}:rooms"
+	key := streams.Keys{Prefix: e.prefix}.UserRooms("alice")
 	first, err := e.rdb.ZScore(ctx10(t), key, "r").Result()
 	if err != nil {
 		t.Fatalf("alice's index has no r: %v", err)
@@ -393,7 +387,7 @@ func TestReadEventsReachSubscribers(t *testing.T) {
 func TestMarkReadWritesNoEventInAHugeRoom(t *testing.T) {
 	e := newEnv(t, streams.Options{})
 	ids := e.addN("big", "bob", 2)
-	e.rdb.HSet(ctx10(t), e.prefix+":{big}:presence:users", "u1", 1, "u2", 1, "u3", 1)
+	e.rdb.HSet(ctx10(t), streams.Keys{Prefix: e.prefix}.PresenceUsers("big"), "u1", 1, "u2", 1, "u3", 1)
 	mark := func(id streams.ID, max int) {
 		t.Helper()
 		if _, moved, err := e.store.MarkRead(ctx10(t), "big", "alice", id, streams.ReadEvent{Conn: "c", MaxMembers: max}); err != nil || !moved {

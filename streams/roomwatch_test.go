@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -82,9 +83,9 @@ func TestRoomWatchHearsEveryRoom(t *testing.T) {
 		t.Errorf("the watch tails %d rooms", r)
 	}
 	ctx := ctx10(t)
-	h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: other + ":{elsewhere}:messages", Values: []any{"user", "u", "message", "m"}})
-	h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: h.prefix + ":{api}:hooks:dead", Values: []any{"id", "1-1"}})
-	h.rdb.Set(ctx, h.prefix+":{notastream}:messages", "x", 0)
+	h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: streams.Keys{Prefix: other}.Messages("elsewhere"), Values: []any{"user", "u", "message", "m"}})
+	h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: streams.Keys{Prefix: h.prefix}.Dead("api"), Values: []any{"id", "1-1"}})
+	h.rdb.Set(ctx, streams.Keys{Prefix: h.prefix}.Messages("notastream"), "x", 0)
 	time.Sleep(200 * time.Millisecond)
 	if heard.times("elsewhere") != 0 || heard.times("notastream") != 0 {
 		t.Errorf("reported rooms of another prefix or not streams: %v", heard.count)
@@ -149,7 +150,7 @@ func TestRoomWatchOnCluster(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	store := streams.NewStore(cc, streams.Options{Prefix: prefix})
 	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: quiet()})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = hub.Close() })
 	var heard heardRooms
 	w := hub.WatchRooms(heard.changed, streams.RoomWatchOptions{})
@@ -165,7 +166,7 @@ func TestRoomWatchOnCluster(t *testing.T) {
 	nodes := map[string]bool{}
 	for i := range 12 {
 		room := "r" + strconv.Itoa(i)
-		key := prefix + ":{" + room + "}:messages"
+		key := streams.Keys{Prefix: prefix}.Messages(room)
 		if err := cc.XAdd(ctx10(t), &redis.XAddArgs{Stream: key, Values: []any{"user", "cli", "message", "hi"}}).Err(); err != nil {
 			t.Fatal(err)
 		}

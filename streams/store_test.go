@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func ctx10(t *testing.T) context.Context {
 	return ctx
 }
 
-func (e *env) key(room string) string { return e.prefix + ":{" + room + "}:messages" }
+func (e *env) key(room string) string { return streams.Keys{Prefix: e.prefix}.Messages(room) }
 
 // add appends m and fails the test on error.
 func (e *env) add(room string, m streams.Message) (streams.ID, bool) {
@@ -79,18 +80,6 @@ func entryIDs(es []streams.Entry) []streams.ID {
 		out[i] = es[i].ID
 	}
 	return out
-}
-
-func sameIDs(a, b []streams.ID) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestAppendStoresPlainFieldsWithIncreasingIDs(t *testing.T) {
@@ -147,7 +136,7 @@ func TestAppendStoresPlainFieldsWithIncreasingIDs(t *testing.T) {
 	}
 
 	// The room is listed in the rooms set.
-	if _, err := e.rdb.ZScore(ctx10(t), e.prefix+":rooms", "lobby").Result(); err != nil {
+	if _, err := e.rdb.ZScore(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms(), "lobby").Result(); err != nil {
 		t.Errorf("room not in %s:rooms: %v", e.prefix, err)
 	}
 	// Keys carry the room as a Cluster hash tag.
@@ -335,7 +324,7 @@ func TestAppendDedupAfterScriptFlush(t *testing.T) {
 		t.Fatalf("XLEN = %d, want 2", l)
 	}
 	// The room was still touched on the retried path.
-	if n, _ := e.rdb.ZCard(ctx10(t), e.prefix+":rooms").Result(); n != 1 {
+	if n, _ := e.rdb.ZCard(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms()).Result(); n != 1 {
 		t.Fatalf("rooms set has %d members, want 1", n)
 	}
 	// Epoch uses a script too.
@@ -356,7 +345,7 @@ func TestRangeAndRevRange(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if !sameIDs(entryIDs(got), want) {
+		if !slices.Equal(entryIDs(got), want) {
 			t.Errorf("%s = %v, want %v", what, entryIDs(got), want)
 		}
 	}
@@ -413,7 +402,7 @@ func TestRangeAndRevRange(t *testing.T) {
 	for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
 		all[i], all[j] = all[j], all[i]
 	}
-	if !sameIDs(all, ids) {
+	if !slices.Equal(all, ids) {
 		t.Errorf("paging backwards gave %v, want %v", all, ids)
 	}
 
@@ -566,7 +555,7 @@ func TestEpoch(t *testing.T) {
 	if ep, err := same.Epoch(ctx, "r"); err != nil || ep != ep1 {
 		t.Fatalf("Epoch from another store = %q %v, want %q", ep, err, ep1)
 	}
-	if v, err := e.rdb.Get(ctx, e.prefix+":{r}:epoch").Result(); err != nil || v != ep1 {
+	if v, err := e.rdb.Get(ctx, streams.Keys{Prefix: e.prefix}.Epoch("r")).Result(); err != nil || v != ep1 {
 		t.Fatalf("epoch key holds %q %v", v, err)
 	}
 	epOther, err := e.store.Epoch(ctx, "other")

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -95,7 +96,7 @@ func newTailBench(b *testing.B, srv *redistest.Server, n int) *tailBench {
 	tail := redis.NewClient(&redis.Options{Addr: srv.Addr, ClientName: tailName, PoolSize: 4, MaxActiveConns: 4, MaxIdleConns: 4})
 	t := &tailBench{srv: srv, check: srv.Client(b), names: []string{cmdName, tailName}, pending: make(chan *benchRoom, n)}
 	t.store = streams.NewStore(rdb, streams.Options{Prefix: prefix})
-	t.hub = streams.NewHub(t.store, tail, streams.HubOptions{Encode: testFrame, Logger: quiet()})
+	t.hub = streams.NewHub(t.store, tail, streams.HubOptions{Encode: testFrame, Logger: testkit.Quiet()})
 	b.Cleanup(func() {
 		_ = t.hub.Close() // closes tail
 		_ = rdb.Close()

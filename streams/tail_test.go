@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,26 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
-
-// syncBuffer is a log destination tests can read while the hub writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // namedHubEnv is a hub whose command and tail clients have names of their
 // own and bounded pools, so CLIENT LIST can count what it holds.
@@ -50,7 +34,7 @@ func namedHubEnv(t *testing.T, srv *redistest.Server, pool int, opt streams.HubO
 	h.blocking = redis.NewClient(&redis.Options{Addr: srv.Addr, ClientName: h.tailName, PoolSize: 4, MaxActiveConns: 4, MaintNotificationsConfig: noMaint})
 	opt.Encode = testFrame
 	if opt.Logger == nil {
-		opt.Logger = quiet()
+		opt.Logger = testkit.Quiet()
 	}
 	h.hub = streams.NewHub(e.store, h.blocking, opt)
 	t.Cleanup(func() { _ = h.hub.Close() })
@@ -97,7 +81,7 @@ func TestTailConnectionsDoNotGrowWithRooms(t *testing.T) {
 	srv := redistest.Shared(t)
 	redistest.RequireReal(t, srv) // CLIENT LIST, keyspace notifications
 	const pool, rooms = 10, 1000
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	h, cmdName := namedHubEnv(t, srv, pool, streams.HubOptions{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	subs := h.subscribeAll(rooms)
 	if m := h.hub.Mode(); m != streams.ModeNotify {
@@ -132,7 +116,7 @@ func TestTailConnectionsDoNotGrowWithRooms(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		s.readUntil(ids[i], 10)
-		if !sameIDs(s.ids(), []streams.ID{ids[i]}) {
+		if !slices.Equal(s.ids(), []streams.ID{ids[i]}) {
 			t.Fatalf("room%d got %v, want %v", i, s.ids(), ids[i])
 		}
 	}
@@ -196,7 +180,7 @@ func TestTailSubscriberKilledLosesNothing(t *testing.T) {
 	<-done
 	for i, s := range subs {
 		s.readUntil(want[i][per-1], 1000)
-		if !sameIDs(s.ids(), want[i]) {
+		if !slices.Equal(s.ids(), want[i]) {
 			t.Fatalf("room%d got %d entries, want %d in order", i, len(s.ids()), len(want[i]))
 		}
 	}
@@ -212,17 +196,17 @@ func TestTailHealsEveryRoomAfterRedisRestart(t *testing.T) {
 	const rooms = 30
 	subs := h.subscribeAll(rooms)
 	srv.Stop(t)
-	eventually(t, "the tail noticed the outage", func() bool { return h.hub.Stats().Reconnects.Load() > 0 })
+	testkit.Eventually(t, 10*time.Second, "the tail noticed the outage", func() bool { return h.hub.Stats().Reconnects.Load() > 0 })
 	srv.Restart(t)
 	for i, s := range subs {
 		var id streams.ID
-		eventually(t, "append after restart", func() bool {
+		testkit.Eventually(t, 10*time.Second, "append after restart", func() bool {
 			var err error
 			id, _, err = h.store.Append(context.Background(), "room"+strconv.Itoa(i), streams.Message{User: "u", Text: "after"})
 			return err == nil
 		})
 		s.readUntil(id, 10)
-		if !sameIDs(s.ids(), []streams.ID{id}) {
+		if !slices.Equal(s.ids(), []streams.ID{id}) {
 			t.Fatalf("room%d got %v, want %v", i, s.ids(), id)
 		}
 	}
@@ -234,7 +218,7 @@ func TestTailHealsEveryRoomAfterRedisRestart(t *testing.T) {
 // is blocked (Block is far longer than the test waits).
 func TestTailFallsBackWhenConfigIsRefused(t *testing.T) {
 	srv := redistest.Start(t, redistest.WithArgs("--rename-command", "CONFIG", `""`))
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	h, cmdName := namedHubEnv(t, srv, 10, streams.HubOptions{Block: time.Minute, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	subs := h.subscribeAll(100)
 	if m := h.hub.Mode(); m != streams.ModeBlocking {
@@ -266,7 +250,7 @@ func TestTailOnEmbeddedRedis(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	store := streams.NewStore(rdb, streams.Options{})
-	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: mr.Addr(), MaintNotificationsConfig: noMaint}), streams.HubOptions{Encode: testFrame, Logger: quiet()})
+	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: mr.Addr(), MaintNotificationsConfig: noMaint}), streams.HubOptions{Encode: testFrame, Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = hub.Close() })
 	h := &hubEnv{env: &env{t: t, rdb: rdb, store: store, prefix: "chat"}, hub: hub}
 	a := h.subscribe("a")
@@ -296,7 +280,7 @@ func TestTailStallIsToldNotSilent(t *testing.T) {
 	if err := h.rdb.Do(ctx10(t), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Health reports the stall", func() bool { return errors.Is(h.hub.Health(), streams.ErrUnavailable) })
+	testkit.Eventually(t, 10*time.Second, "Health reports the stall", func() bool { return errors.Is(h.hub.Health(), streams.ErrUnavailable) })
 	s.waitNote()
 	if _, _, err := s.sub.Next(ctx10(t), s.cursor, make([]*streams.Entry, 0, 10)); !errors.Is(err, streams.ErrUnavailable) {
 		t.Fatalf("Next on a stalled room = %v, want ErrUnavailable", err)
@@ -311,7 +295,7 @@ func TestTailStallIsToldNotSilent(t *testing.T) {
 	if err := h.rdb.ConfigSet(ctx10(t), "maxclients", "10000").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Health heals", func() bool { return h.hub.Health() == nil })
+	testkit.Eventually(t, 10*time.Second, "Health heals", func() bool { return h.hub.Health() == nil })
 	id, _ = h.add("r", streams.Message{User: "u", Text: "after"})
 	s.readUntil(id, 10)
 }
@@ -336,7 +320,7 @@ func TestTailFollowsASlotMigration(t *testing.T) {
 	if m := hub.Mode(); m != streams.ModeNotify {
 		t.Fatalf("mode %v on a Cluster, want notify", m)
 	}
-	key := prefix + ":{mig}:messages"
+	key := streams.Keys{Prefix: prefix}.Messages("mig")
 
 	var mu sync.Mutex
 	var acked []streams.ID
@@ -378,7 +362,7 @@ func TestTailFollowsASlotMigration(t *testing.T) {
 	want := append([]streams.ID(nil), acked...)
 	mu.Unlock()
 	s.readUntil(want[len(want)-1], 1000)
-	if !sameIDs(s.ids(), want) {
+	if !slices.Equal(s.ids(), want) {
 		t.Fatalf("got %d entries, want the %d acked in order", len(s.ids()), len(want))
 	}
 	if hub.Stats().Rings.Load() == rings {
@@ -450,7 +434,7 @@ func TestTailBufferGrowsAsNeeded(t *testing.T) {
 	ids := h.addN("r", "u", 50)
 	s.waitHead(ids[49])
 	s.readUntil(ids[49], 100)
-	if !sameIDs(s.ids(), ids) {
+	if !slices.Equal(s.ids(), ids) {
 		t.Fatalf("got %d entries, want the 50 added", len(s.ids()))
 	}
 	if n := h.hub.Stats().CatchUps.Load(); n != 0 {
@@ -476,7 +460,7 @@ func TestTailFollowsClusterFailover(t *testing.T) {
 	h := clusterHub(t, c, c.Client(t))
 	store, prefix := h.store, h.prefix
 	s := h.subscribe("cfo")
-	key := prefix + ":{cfo}:messages"
+	key := streams.Keys{Prefix: prefix}.Messages("cfo")
 	others := streams.NewStore(other, streams.Options{Prefix: prefix})
 
 	var mu sync.Mutex
@@ -506,9 +490,9 @@ func TestTailFollowsClusterFailover(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	var replica string
-	eventually(t, "the room's primary has a replica", func() bool { _, replica = c.PrimaryOf(t, key); return replica != "" })
+	testkit.Eventually(t, 10*time.Second, "the room's primary has a replica", func() bool { _, replica = c.PrimaryOf(t, key); return replica != "" })
 	c.Node(t, replica).CLI(t, "CLUSTER", "FAILOVER")
-	eventually(t, "the replica promoted", func() bool { return redistest.IsPrimary(replica) })
+	testkit.Eventually(t, 10*time.Second, "the replica promoted", func() bool { return redistest.IsPrimary(replica) })
 	time.Sleep(2 * time.Second)
 	close(stop)
 	<-sent
@@ -524,7 +508,7 @@ func clusterHub(t *testing.T, c *redistest.Cluster, cc *redis.ClusterClient) *hu
 	prefix := redistest.Prefix(t)
 	store := streams.NewStore(cc, streams.Options{Prefix: prefix})
 	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: quiet(), SweepEvery: time.Hour})
+	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: testkit.Quiet(), SweepEvery: time.Hour})
 	t.Cleanup(func() { _ = hub.Close() })
 	return &hubEnv{env: &env{t: t, store: store, prefix: prefix}, hub: hub}
 }

@@ -3,12 +3,10 @@
 package handlers
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,9 +38,6 @@ type Config struct {
 	Logger          *slog.Logger
 	// PingPeriod and PongWait override the keep-alive timing (tests).
 	PingPeriod, PongWait time.Duration
-	// PresenceTTL, PresenceHeartbeat and PresenceMaxMembers: see streams.PresenceOptions (0 = defaults).
-	PresenceTTL, PresenceHeartbeat time.Duration
-	PresenceMaxMembers             int
 	// UnreadCap: unread counts are exact up to it, "more" above (UNREAD_CAP;
 	// 0: streams.DefaultUnreadCap).
 	UnreadCap int
@@ -55,9 +50,9 @@ type Config struct {
 	// connections still in HTTP (0: fasthttp's default); see netedge.Budget.
 	HeaderTimeout, IdleTimeout time.Duration
 	HTTPConns                  int
-	// Metrics, when set, gets the server's and the hub's metrics registered
-	// and is served at GET /metrics.
-	Metrics *prometheus.Registry
+	// Metrics, when set, is served at GET /metrics. The server registers
+	// nothing itself: the caller registers Collectors (and the hub's).
+	Metrics prometheus.Gatherer
 	// PublishHook, when set, is asked before each message is stored, from
 	// the WebSocket and the HTTP API (hooks.go).
 	PublishHook PublishHook
@@ -68,7 +63,7 @@ type Config struct {
 // Server holds the routes and the open chat connections.
 type Server struct {
 	hub      *streams.Hub
-	presence *streams.Presence // its heartbeat runs from New to Shutdown
+	presence *streams.Presence // the server's from New: Shutdown closes it
 	cfg      Config
 	log      *slog.Logger
 
@@ -88,8 +83,11 @@ type Server struct {
 	httpServer atomic.Pointer[fasthttp.Server]
 }
 
-// New returns a Server that reads and writes rooms through hub.
-func New(hub *streams.Hub, cfg Config) *Server {
+// New returns a Server that reads and writes rooms through hub and keeps
+// its connections' presence in presence. presence is the server's from
+// here on: Shutdown closes it once the last connection has left, so that
+// what the connections left behind is removed after them.
+func New(hub *streams.Hub, presence *streams.Presence, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -123,12 +121,7 @@ func New(hub *streams.Hub, cfg Config) *Server {
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
-	presence := streams.NewPresence(hub.Store(), streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: cfg.Logger})
-	s := &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, conns: map[chatConn]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
-	if cfg.Metrics != nil {
-		s.registerMetrics(cfg.Metrics)
-	}
-	return s
+	return &Server{hub: hub, presence: presence, cfg: cfg, log: cfg.Logger, conns: map[chatConn]struct{}{}, guard: newGuard(cfg.Limits), stats: newServerStats()}
 }
 
 // frameLimit is the transport limit on a client frame: the largest message
@@ -172,11 +165,6 @@ func (s *Server) App() *fiber.App {
 	return app
 }
 
-// apiError answers {"error": {"code", "message"}}.
-func apiError(c *fiber.Ctx, status int, code, message string) error {
-	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": message}})
-}
-
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
@@ -202,143 +190,4 @@ func (s *Server) validRoom(c *fiber.Ctx) error {
 		return apiError(c, fiber.StatusBadRequest, "bad_room", "a room name is 1 to 100 characters from A-Z a-z 0-9 . _ -")
 	}
 	return c.Next()
-}
-
-// serveWS runs one WebSocket session: it subscribes to the room, starts the
-// writer for the replay, and reads client frames until the end.
-func (s *Server) serveWS(c *websocket.Conn) {
-	room := c.Params("room")
-	sess := &session{
-		feed: feed{
-			srv:      s,
-			room:     room,
-			user:     c.Locals("user").(string),
-			compat:   c.Subprotocol() != Subprotocol,
-			readConn: streams.RandomName(8),
-		},
-		conn:    c.Conn,
-		control: make(chan []byte, controlQueue),
-	}
-	sess.sink = &sess.wire
-	sess.ctx, sess.cancel = context.WithCancel(context.Background())
-	defer sess.cancel()
-	if since, ok := c.Locals("since").(streams.ID); ok {
-		sess.hasSince, sess.since = true, since
-	}
-	sess.epoch, _ = c.Locals("epoch").(string)
-	sess.expires.Store(tokenDeadline(c.Locals(claimsKey)))
-	sess.log = sessionLog{base: s.log, room: room, user: sess.user, remote: c.RemoteAddr().String()}
-
-	sess.wire.conn = rawConn(c.Conn)
-	sess.wire.wait = s.cfg.WriteWait
-	if !s.track(sess) {
-		return
-	}
-	defer s.unregister(sess)
-	release, ok := s.admitIP(sess, c.Locals(ipKey).(netip.Addr))
-	if !ok {
-		return
-	}
-	defer release()
-
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	sub, err := s.hub.Subscribe(ctx, room, sess.notify)
-	cancel()
-	if err != nil {
-		sess.log.Warn("cannot serve the room", "err", err)
-		sess.refuse(websocket.CloseTryAgainLater, "redis unavailable", "the room is unavailable right now; reconnect to try again")
-		return
-	}
-	sess.follow(sub)
-	sess.log.Debug("joined", "compat", sess.compat)
-
-	sess.startPings()
-	sess.subscribed.Store(true) // after sess.sub is set: notify may kick now
-	sess.kick()                 // the writer sends the history
-	sess.readLoop()
-	sess.close() // no writer runs after this: sess.member is settled
-	sess.leavePresence()
-	sub.Close()
-}
-
-// chatConn is an open chat connection, a WebSocket session or an SSE
-// stream: what Shutdown and the metrics need of it.
-type chatConn interface {
-	goAway()      // ends it because the server is stopping
-	dialect() int // its dialects label
-}
-
-// register counts conn in, unless the server is stopping or holds MaxConns
-// connections: then it returns why not (refuseReasons: counted in). This
-// is the binding check: all the requests racing past checkCapacity may
-// not fit.
-func (s *Server) register(conn chatConn) refuseReason {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.stopping:
-		return refusedStopping
-	case s.guard.limits.MaxConns > 0 && len(s.conns) >= s.guard.limits.MaxConns:
-		return refusedFull
-	}
-	s.conns[conn] = struct{}{}
-	s.opened(conn)
-	s.running.Add(1)
-	return refuseReasons
-}
-
-func (s *Server) unregister(conn chatConn) {
-	s.mu.Lock()
-	delete(s.conns, conn)
-	s.closed(conn)
-	s.mu.Unlock()
-	s.running.Done()
-}
-
-// track registers a WebSocket session, or closes it when it may not be.
-func (s *Server) track(sess *session) bool {
-	why := s.register(sess)
-	switch why {
-	case refuseReasons:
-		return true
-	case refusedStopping:
-		sess.refuse(websocket.CloseGoingAway, "server shutting down", "")
-	case refusedFull:
-		sess.refuseWith(websocket.CloseTryAgainLater, "server full",
-			encode(errorFrame{Type: "error", Code: refuseNames[why], Message: "the server holds the most chat connections it takes; reconnect later"}))
-	}
-	s.refused(why, sess.log.remote)
-	return false
-}
-
-// Connections is how many chat connections (WebSocket and SSE) are open.
-func (s *Server) Connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-// Shutdown refuses new connections, closes the open WebSockets with 1001
-// (going away), ends the SSE streams, and waits for them to end. A
-// message being stored when it is called is stored and acknowledged first.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.stopping = true
-	open := make([]chatConn, 0, len(s.conns))
-	for conn := range s.conns {
-		open = append(open, conn)
-	}
-	s.mu.Unlock()
-	for _, conn := range open {
-		conn.goAway()
-	}
-	done := make(chan struct{})
-	go func() { s.running.Wait(); close(done) }()
-	defer s.closePresence(ctx)
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
