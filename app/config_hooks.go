@@ -9,20 +9,12 @@ import (
 )
 
 // hooksConfig is the webhooks' and the publish hook's part of the
-// configuration (README: Hooks).
+// configuration (README: Hooks), in the hooks package's own options: app
+// adds the logger and starts them. The publish hook signs with
+// WEBHOOK_SECRET, the webhooks' secret.
 type hooksConfig struct {
-	WebhookURL     string
-	WebhookSecret  string // HMAC key of X-Xroom-Signature; never logged
-	ClaimAfter     time.Duration
-	Concurrency    int
-	MaxAttempts    int
-	Batch          int
-	Timeout        time.Duration
-	Backoff        time.Duration
-	From           streams.HookStart
-	PublishURL     string
-	PublishTimeout time.Duration
-	PublishOnError hooks.OnError
+	Webhook hooks.WebhookOptions // URL "": no webhooks
+	Publish hooks.PublishOptions // URL "": no publish hook
 }
 
 const (
@@ -39,23 +31,29 @@ const (
 // hooks reads the hooks' variables. A URL that is not http(s), a duration
 // out of range, an unknown choice: an error naming the variable.
 func (r *envReader) hooks() hooksConfig {
+	secret := r.secret("WEBHOOK_SECRET", minHookSecretBytes) // HMAC key of X-Xroom-Signature; never logged
 	h := hooksConfig{
-		WebhookURL:     r.url("WEBHOOK_URL"),
-		WebhookSecret:  r.secret("WEBHOOK_SECRET", minHookSecretBytes),
-		ClaimAfter:     r.duration("WEBHOOK_CLAIM_AFTER", 30*time.Second, minClaimAfter),
-		Concurrency:    int(r.integer("WEBHOOK_CONCURRENCY", 16, 1, 1024)),
-		MaxAttempts:    int(r.integer("WEBHOOK_MAX_ATTEMPTS", 10, 1, 1000)),
-		Batch:          int(r.integer("WEBHOOK_BATCH", 100, 1, 1000)),
-		Timeout:        r.duration("WEBHOOK_TIMEOUT", 10*time.Second, 100*time.Millisecond),
-		Backoff:        r.duration("WEBHOOK_BACKOFF", time.Second, 10*time.Millisecond),
-		PublishURL:     r.url("PUBLISH_HOOK_URL"),
-		PublishTimeout: r.duration("PUBLISH_HOOK_TIMEOUT", 2*time.Second, time.Millisecond),
+		Webhook: hooks.WebhookOptions{
+			URL:         r.url("WEBHOOK_URL"),
+			Secret:      secret,
+			ClaimAfter:  r.duration("WEBHOOK_CLAIM_AFTER", 30*time.Second, minClaimAfter),
+			Concurrency: int(r.integer("WEBHOOK_CONCURRENCY", 16, 1, 1024)),
+			MaxAttempts: int(r.integer("WEBHOOK_MAX_ATTEMPTS", 10, 1, 1000)),
+			Batch:       int(r.integer("WEBHOOK_BATCH", 100, 1, 1000)),
+			Timeout:     r.duration("WEBHOOK_TIMEOUT", 10*time.Second, 100*time.Millisecond),
+			Backoff:     r.duration("WEBHOOK_BACKOFF", time.Second, 10*time.Millisecond),
+		},
+		Publish: hooks.PublishOptions{
+			URL:     r.url("PUBLISH_HOOK_URL"),
+			Secret:  secret,
+			Timeout: r.duration("PUBLISH_HOOK_TIMEOUT", 2*time.Second, time.Millisecond),
+		},
 	}
 	switch from := r.str("WEBHOOK_FROM", "enabled"); from {
 	case "enabled":
-		h.From = streams.HookFromEnabled
+		h.Webhook.From = streams.HookFromEnabled
 	case "start":
-		h.From = streams.HookFromStart
+		h.Webhook.From = streams.HookFromStart
 	default:
 		r.fail("WEBHOOK_FROM", from, "want enabled (messages stored since webhooks were first turned on) or start (every message in history)")
 	}
@@ -63,8 +61,8 @@ func (r *envReader) hooks() hooksConfig {
 	if err != nil {
 		r.fail("PUBLISH_HOOK_ON_ERROR", r.str("PUBLISH_HOOK_ON_ERROR", ""), err.Error())
 	}
-	h.PublishOnError = onError
-	if h.PublishTimeout > maxPublishTimeout {
+	h.Publish.OnError = onError
+	if h.Publish.Timeout > maxPublishTimeout {
 		r.fail("PUBLISH_HOOK_TIMEOUT", r.str("PUBLISH_HOOK_TIMEOUT", ""), "want at most "+maxPublishTimeout.String()+": every message waits for the hook")
 	}
 	return h

@@ -52,8 +52,11 @@ func TestConfigDefaults(t *testing.T) {
 		LogLevel:           slog.LevelInfo,
 		LogFormat:          "text",
 		Limits:             handlers.Limits{Rate: 10, Burst: 20, UserRate: 20, UserBurst: 40, MaxConnsPerIP: 256, MaxReplay: 100000},
-		Hooks: hooksConfig{ClaimAfter: 30 * time.Second, Concurrency: 16, MaxAttempts: 10, Batch: 100, Timeout: 10 * time.Second,
-			Backoff: time.Second, From: streams.HookFromEnabled, PublishTimeout: 2 * time.Second, PublishOnError: hooks.Refuse},
+		Hooks: hooksConfig{
+			Webhook: hooks.WebhookOptions{ClaimAfter: 30 * time.Second, Concurrency: 16, MaxAttempts: 10, Batch: 100, Timeout: 10 * time.Second,
+				Backoff: time.Second, From: streams.HookFromEnabled},
+			Publish: hooks.PublishOptions{Timeout: 2 * time.Second, OnError: hooks.Refuse},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -146,9 +149,13 @@ func TestConfigReadsEveryVariable(t *testing.T) {
 		Limits: handlers.Limits{Rate: 2.5, Burst: 5, UserRate: 0, UserBurst: 9, MaxConnsPerIP: 0, MaxConns: 5000, MaxReplay: 500,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}},
 		PprofAddr: "127.0.0.1:6060",
-		Hooks: hooksConfig{WebhookURL: "https://app.example.com/hooks/xroom", WebhookSecret: "a webhook secret key",
-			ClaimAfter: 45 * time.Second, Concurrency: 4, MaxAttempts: 3, Batch: 20, Timeout: 3 * time.Second, Backoff: 250 * time.Millisecond,
-			From: streams.HookFromStart, PublishURL: "http://127.0.0.1:3000/check", PublishTimeout: 500 * time.Millisecond, PublishOnError: hooks.Allow},
+		Hooks: hooksConfig{
+			Webhook: hooks.WebhookOptions{URL: "https://app.example.com/hooks/xroom", Secret: "a webhook secret key",
+				ClaimAfter: 45 * time.Second, Concurrency: 4, MaxAttempts: 3, Batch: 20, Timeout: 3 * time.Second, Backoff: 250 * time.Millisecond,
+				From: streams.HookFromStart},
+			Publish: hooks.PublishOptions{URL: "http://127.0.0.1:3000/check", Secret: "a webhook secret key",
+				Timeout: 500 * time.Millisecond, OnError: hooks.Allow},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("config:\n got %+v\nwant %+v", c, want)

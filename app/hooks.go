@@ -24,26 +24,24 @@ const embeddedScanEvery = 2 * time.Second
 // its URL is set (nil otherwise).
 func startHooks(cfg config, hub *streams.Hub, log *slog.Logger, embedded bool) (*hooks.Webhooks, *hooks.PublishHook) {
 	h := cfg.Hooks
-	if (h.WebhookURL != "" || h.PublishURL != "") && h.WebhookSecret == "" {
+	if (h.Webhook.URL != "" || h.Publish.URL != "") && h.Webhook.Secret == "" {
 		log.Warn("WEBHOOK_SECRET is empty: hook requests are signed with an empty key, which anyone can forge")
 	}
 	var webhooks *hooks.Webhooks
-	if h.WebhookURL != "" {
-		opt := hooks.WebhookOptions{
-			URL: h.WebhookURL, Secret: h.WebhookSecret, ClaimAfter: h.ClaimAfter, Concurrency: h.Concurrency,
-			MaxAttempts: h.MaxAttempts, Batch: h.Batch, Timeout: h.Timeout, Backoff: h.Backoff, From: h.From,
-			Logger: log,
-		}
+	if h.Webhook.URL != "" {
+		opt := h.Webhook
+		opt.Logger = log
 		if embedded {
 			opt.Watch.ScanEvery = embeddedScanEvery
 		}
 		webhooks = hooks.StartWebhooks(hub, opt)
 	}
 	var publish *hooks.PublishHook
-	if h.PublishURL != "" {
-		publish = hooks.NewPublishHook(hooks.PublishOptions{URL: h.PublishURL, Secret: h.WebhookSecret,
-			Timeout: h.PublishTimeout, OnError: h.PublishOnError, Logger: log})
-		log.Info("every message is checked by the publish hook before it is stored", "timeout", h.PublishTimeout)
+	if h.Publish.URL != "" {
+		opt := h.Publish
+		opt.Logger = log
+		publish = hooks.NewPublishHook(opt)
+		log.Info("every message is checked by the publish hook before it is stored", "timeout", opt.Timeout)
 	}
 	return webhooks, publish
 }
@@ -95,7 +93,7 @@ func replay(ctx context.Context, getenv func(string) string, room string) (int, 
 	if err != nil {
 		return 0, err
 	}
-	if cfg.Hooks.WebhookURL == "" {
+	if cfg.Hooks.Webhook.URL == "" {
 		return 0, errors.New("WEBHOOK_URL is not set: nowhere to send the dead letters")
 	}
 	if cfg.RedisURL == "" {
@@ -113,6 +111,6 @@ func replay(ctx context.Context, getenv func(string) string, room string) (int, 
 	defer rdb.Close()
 	defer blocking.Close()
 	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen})
-	sender := hooks.NewSender(cfg.Hooks.WebhookURL, cfg.Hooks.WebhookSecret, cfg.Hooks.Timeout, 1)
-	return hooks.Replay(ctx, store, sender, room, cfg.Hooks.Batch)
+	sender := hooks.NewSender(cfg.Hooks.Webhook.URL, cfg.Hooks.Webhook.Secret, cfg.Hooks.Webhook.Timeout, 1)
+	return hooks.Replay(ctx, store, sender, room, cfg.Hooks.Webhook.Batch)
 }
