@@ -83,6 +83,13 @@ type Server struct {
 	httpServer atomic.Pointer[fasthttp.Server]
 }
 
+// orDefault sets an option left at zero (or below) to its default.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
 // New returns a Server that reads and writes rooms through hub and keeps
 // its connections' presence in presence. presence is the server's from
 // here on: Shutdown closes it once the last connection has left, so that
@@ -91,33 +98,15 @@ func New(hub *streams.Hub, presence *streams.Presence, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = 4096
-	}
-	if cfg.PongWait <= 0 {
-		cfg.PongWait = pongWait
-	}
-	if cfg.WriteWait <= 0 {
-		cfg.WriteWait = writeWait
-	}
-	if cfg.RedisTimeout <= 0 {
-		cfg.RedisTimeout = redisTimeout
-	}
-	if cfg.SSEKeepAlive <= 0 {
-		cfg.SSEKeepAlive = sseKeepAlive
-	}
-	if cfg.SSERetry <= 0 {
-		cfg.SSERetry = sseRetry
-	}
-	if cfg.HeaderTimeout <= 0 {
-		cfg.HeaderTimeout = DefaultHeaderTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.UnreadCap <= 0 {
-		cfg.UnreadCap = streams.DefaultUnreadCap
-	}
+	orDefault(&cfg.MaxMessageBytes, 4096)
+	orDefault(&cfg.PongWait, pongWait)
+	orDefault(&cfg.WriteWait, writeWait)
+	orDefault(&cfg.RedisTimeout, redisTimeout)
+	orDefault(&cfg.SSEKeepAlive, sseKeepAlive)
+	orDefault(&cfg.SSERetry, sseRetry)
+	orDefault(&cfg.HeaderTimeout, DefaultHeaderTimeout)
+	orDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&cfg.UnreadCap, streams.DefaultUnreadCap)
 	if cfg.PingPeriod <= 0 || cfg.PingPeriod >= cfg.PongWait {
 		cfg.PingPeriod = cfg.PongWait * 9 / 10
 	}
