@@ -77,6 +77,18 @@ func (g *groups) remove(r *tailedRoom) {
 	}
 }
 
+// wakeAll makes every running group start its read over.
+func (g *groups) wakeAll() {
+	for _, grp := range g.gs {
+		grp.mu.Lock()
+		started := grp.started
+		grp.mu.Unlock()
+		if started {
+			grp.changedNow()
+		}
+	}
+}
+
 // failing returns why a group has been unable to read since before cutoff.
 func (g *groups) failing(cutoff time.Time) error {
 	for _, grp := range g.gs {

@@ -27,6 +27,12 @@ func (h *Hub) suspectAll() {
 	for _, r := range rooms {
 		r.suspect.Store(true)
 	}
+	if h.Mode() == ModeBlocking {
+		// Only the blocking groups read their rooms (reads of one room
+		// never overlap): each checks before its next read, now.
+		go h.groups.wakeAll()
+		return
+	}
 	h.tail.ring(rooms...)
 }
 
