@@ -295,7 +295,7 @@ func TestRunEmbedded(t *testing.T) {
 		}
 		t.Log("no redis-cli: skipping the redis-cli check")
 	} else {
-		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redisPort, "XRANGE", "chat:{lobby}:messages", "-", "+").CombinedOutput()
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redisPort, "XRANGE", streams.Keys{Prefix: "chat"}.Messages("lobby"), "-", "+").CombinedOutput()
 		if err != nil {
 			t.Fatalf("redis-cli on %s: %v\n%s", redisAddr, err, out)
 		}
