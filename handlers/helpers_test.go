@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -154,28 +153,10 @@ func (ts *testServer) tryDial(room, query string, xroom bool, header http.Header
 	return c, nil
 }
 
-// next reads one frame, failing the test after d.
+// nextWithin reads one frame, failing the test after d.
 func (c *client) nextWithin(d time.Duration) frame {
 	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(d))
-	kind, data, err := c.conn.ReadMessage()
-	for err == nil && c.skipPresence && isPresence(data) {
-		kind, data, err = c.conn.ReadMessage()
-	}
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	if kind != websocket.TextMessage {
-		c.t.Fatalf("got a frame of kind %d", kind)
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		c.t.Fatalf("frame %q: %v", data, err)
-	}
-	if f.Type == "" {
-		c.t.Fatalf("frame without type: %s", data)
-	}
-	return f
+	return testkit.ReadFrame(c.t, c.conn, d, c.skipPresence)
 }
 
 func (c *client) next() frame { c.t.Helper(); return c.nextWithin(10 * time.Second) }
@@ -183,11 +164,7 @@ func (c *client) next() frame { c.t.Helper(); return c.nextWithin(10 * time.Seco
 // expect reads the next frame and checks its type.
 func (c *client) expect(typ string) frame {
 	c.t.Helper()
-	f := c.next()
-	if f.Type != typ {
-		c.t.Fatalf("got %+v, want a %s frame", f, typ)
-	}
-	return f
+	return testkit.ExpectFrame(c.t, c.next(), typ)
 }
 
 // messages reads n message frames, failing on any other frame type.
@@ -200,37 +177,13 @@ func (c *client) messages(n int) []frame {
 	return out
 }
 
-// silent checks that no frame arrives within d.
+// silent checks that no frame arrives within d; read no more after it.
 func (c *client) silent(d time.Duration) {
 	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(d))
-	_, data, err := c.conn.ReadMessage()
-	for err == nil && c.skipPresence && isPresence(data) {
-		_, data, err = c.conn.ReadMessage()
-	}
-	if err == nil {
-		c.t.Fatalf("unexpected frame %s", data)
-	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-		c.t.Fatalf("connection ended: %v", err)
-	}
-	// A timed-out read leaves gorilla's reader unusable; callers must not read again.
+	testkit.Silent(c.t, c.conn, d, c.skipPresence)
 }
 
-func (c *client) send(v any) {
-	c.t.Helper()
-	var data []byte
-	switch v := v.(type) {
-	case string:
-		data = []byte(v)
-	case []byte:
-		data = v
-	default:
-		data, _ = json.Marshal(v)
-	}
-	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
+func (c *client) send(v any) { c.t.Helper(); testkit.Send(c.t, c.conn, v) }
 
 // ids returns the IDs of frames.
 func ids(fs []frame) []string {
