@@ -20,49 +20,6 @@ import (
 // should not wait the default 30 s.
 const embeddedScanEvery = 2 * time.Second
 
-// startHooks starts webhook delivery and makes the publish hook, each when
-// its URL is set (nil otherwise).
-func startHooks(cfg config, hub *streams.Hub, log *slog.Logger, embedded bool) (*hooks.Webhooks, *hooks.PublishHook) {
-	h := cfg.Hooks
-	if (h.Webhook.URL != "" || h.Publish.URL != "") && h.Webhook.Secret == "" {
-		log.Warn("WEBHOOK_SECRET is empty: hook requests are signed with an empty key, which anyone can forge")
-	}
-	var webhooks *hooks.Webhooks
-	if h.Webhook.URL != "" {
-		opt := h.Webhook
-		opt.Logger = log
-		if embedded {
-			opt.Watch.ScanEvery = embeddedScanEvery
-		}
-		webhooks = hooks.StartWebhooks(hub, opt)
-	}
-	var publish *hooks.PublishHook
-	if h.Publish.URL != "" {
-		opt := h.Publish
-		opt.Logger = log
-		publish = hooks.NewPublishHook(opt)
-		log.Info("every message is checked by the publish hook before it is stored", "timeout", opt.Timeout)
-	}
-	return webhooks, publish
-}
-
-// publishHook is what the server asks before storing: nil (no hook) or
-// p; a nil *hooks.PublishHook in the interface would not be nil.
-func publishHook(p *hooks.PublishHook) handlers.PublishHook {
-	if p == nil {
-		return nil
-	}
-	return p
-}
-
-// hooksStatus is what GET /api/hooks reports: nil (webhooks off) or w.
-func hooksStatus(w *hooks.Webhooks) handlers.HooksStatus {
-	if w == nil {
-		return nil
-	}
-	return w
-}
-
 // hooksCommand is `xroom hooks replay ROOM`: it sends the room's dead
 // letters to WEBHOOK_URL again and removes those the webhook takes. It
 // reads the server's configuration (environment and .env) and returns

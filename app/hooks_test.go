@@ -243,7 +243,7 @@ func TestHooksOnTheEmbeddedRedis(t *testing.T) {
 	if code, body := apiPublish(t, r.base, "k", "lobby", "bot", "over the API"); code != 201 {
 		t.Fatalf("publish: %d %s", code, body)
 	}
-	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: "chat:{cli}:messages", Values: []any{"user", "cli", "message", "from redis-cli"}}).Err(); err != nil {
+	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streams.Keys{Prefix: "chat"}.Messages("cli"), Values: []any{"user", "cli", "message", "from redis-cli"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	app.waitStreams(t, rdb, "chat", []string{"lobby", "cli"}, 15*time.Second)

@@ -12,12 +12,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/internal/wiring"
 	"github.com/xroom/xroom/netedge"
 	"github.com/xroom/xroom/static"
 	"github.com/xroom/xroom/streams"
@@ -88,7 +88,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Warn("Redis does not answer yet", "err", err)
 	}
 
-	rm := redisMetrics(rdb, blocking)
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
 		if err != nil {
@@ -97,75 +96,53 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		defer stopPprof()
 	}
 
-	store := streams.NewStore(rdb, streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout})
-	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: handlers.EncodeMessage, EncodeEvent: handlers.EncodeEvent, Buffer: cfg.TailBuffer, Mode: cfg.TailMode, Logger: log})
-	// The server's presence heartbeat runs until srv.Shutdown, which
-	// removes this instance's members (see handlers/presence.go).
-	presence := streams.NewPresence(store, streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers, Logger: log})
-	webhooks, publish := startHooks(cfg, hub, log, embedded)
-	closeHooks := func(ctx context.Context) {
-		if webhooks != nil {
-			if err := webhooks.Close(ctx); err != nil {
-				log.Warn("webhook batches were still in flight; another instance sends them after WEBHOOK_CLAIM_AFTER", "err", err)
-			}
-		}
-	}
 	cfg.Limits.MaxConns = budget.MaxConns
-	metrics := prometheus.NewRegistry()
-	srv := handlers.New(hub, presence, handlers.Config{
-		PublishHook:     publishHook(publish),
-		Hooks:           hooksStatus(webhooks),
-		HistoryOnJoin:   cfg.HistoryOnJoin,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		APIKey:          cfg.APIKey,
-		AllowedOrigins:  cfg.AllowedOrigins,
-		AuthSecret:      []byte(cfg.AuthSecret),
-		Limits:          cfg.Limits,
-		Static:          static.Files,
-		Logger:          log,
-		UnreadCap:       cfg.UnreadCap,
-		Metrics:         metrics,
-		HeaderTimeout:   cfg.HeaderTimeout,
-		IdleTimeout:     cfg.IdleTimeout,
-		HTTPConns:       budget.HTTPConns,
+	webhook := cfg.Hooks.Webhook
+	if embedded {
+		webhook.Watch.ScanEvery = embeddedScanEvery
+	}
+	x := wiring.Build(rdb, blocking, wiring.Options{
+		Store:    streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout},
+		Hub:      streams.HubOptions{Buffer: cfg.TailBuffer, Mode: cfg.TailMode},
+		Presence: streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers},
+		Webhook:  webhook,
+		Publish:  cfg.Hooks.Publish,
+		Server: handlers.Config{
+			HistoryOnJoin:   cfg.HistoryOnJoin,
+			MaxMessageBytes: cfg.MaxMessageBytes,
+			APIKey:          cfg.APIKey,
+			AllowedOrigins:  cfg.AllowedOrigins,
+			AuthSecret:      []byte(cfg.AuthSecret),
+			Limits:          cfg.Limits,
+			Static:          static.Files,
+			UnreadCap:       cfg.UnreadCap,
+			HeaderTimeout:   cfg.HeaderTimeout,
+			IdleTimeout:     cfg.IdleTimeout,
+			HTTPConns:       budget.HTTPConns,
+		},
+		Logger: log,
 	})
-	registerMetrics(metrics, rm, hub, srv, webhooks, publish)
-	app := srv.App()
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		_ = srv.Shutdown(ctx) // stops the presence heartbeat
-		closeHooks(ctx)
-		hub.Close()
+		x.Stop(ctx) // stops the presence heartbeat and the hooks
 		return fmt.Errorf("listen on ADDR=%s: %w", cfg.Addr, err)
 	}
 	log.Info("xroom is serving", "url", "http://"+displayAddr(ln.Addr()), "prefix", cfg.Prefix, "auth", cfg.AuthSecret != "")
 	served := make(chan error, 1)
-	// The edge: failed accepts are retried, never fatal (handlers/edge.go).
-	go func() { served <- app.Listener(srv.WrapListener(ln)) }()
+	go func() { served <- x.Serve(ln) }()
 
 	select {
 	case <-ctx.Done():
 	case err := <-served:
-		_ = srv.Shutdown(context.Background())
-		closeHooks(context.Background())
-		hub.Close()
+		x.Stop(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	}
 
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- app.ShutdownWithContext(sctx) }() // stops accepting, ends idle HTTP connections
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("some connections did not close in time", "err", err)
-	}
-	if err := <-httpDone; err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("HTTP shutdown", "err", err)
-	}
-	closeHooks(sctx) // after the last message is stored: its batch may still go out
-	_ = hub.Close()
+	x.Stop(sctx)
 	log.Info("stopped")
 	return nil
 }

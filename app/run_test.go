@@ -138,38 +138,15 @@ func dial(t testing.TB, base, room, user string) *wsClient {
 // next reads the next frame, passing over presence frames (these tests are about messages).
 func (c *wsClient) next() frame {
 	c.t.Helper()
-	for {
-		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		kind, data, err := c.conn.ReadMessage()
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		var f frame
-		if kind != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type == "" {
-			c.t.Fatalf("bad frame (kind %d): %q", kind, data)
-		}
-		if f.Type != "presence" {
-			return f
-		}
-	}
+	return testkit.ReadFrame(c.t, c.conn, 10*time.Second, true)
 }
 
 func (c *wsClient) expect(typ string) frame {
 	c.t.Helper()
-	f := c.next()
-	if f.Type != typ {
-		c.t.Fatalf("got %+v, want a %s frame", f, typ)
-	}
-	return f
+	return testkit.ExpectFrame(c.t, c.next(), typ)
 }
 
-func (c *wsClient) send(v any) {
-	c.t.Helper()
-	data, _ := json.Marshal(v)
-	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
+func (c *wsClient) send(v any) { c.t.Helper(); testkit.Send(c.t, c.conn, v) }
 
 // sendAcked sends a message with a client_id and returns the ack and the
 // message frame that came back (in either order).
@@ -295,7 +272,7 @@ func TestRunEmbedded(t *testing.T) {
 		}
 		t.Log("no redis-cli: skipping the redis-cli check")
 	} else {
-		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redisPort, "XRANGE", "chat:{lobby}:messages", "-", "+").CombinedOutput()
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redisPort, "XRANGE", streams.Keys{Prefix: "chat"}.Messages("lobby"), "-", "+").CombinedOutput()
 		if err != nil {
 			t.Fatalf("redis-cli on %s: %v\n%s", redisAddr, err, out)
 		}

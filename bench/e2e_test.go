@@ -66,15 +66,22 @@ func freeAddr(t *testing.T) string {
 // waits until it is ready; it returns the address and the process ID.
 func startServer(t *testing.T, redisAddr, prefix string) (string, int) {
 	t.Helper()
+	return startBinary(t, "REDIS_URL=redis://"+redisAddr, "CHAT_PREFIX="+prefix)
+}
+
+// startBinary runs the xroom binary on a free port with env (and PATH,
+// ADDR, LOG_LEVEL=warn, no rate limits) and waits until it is ready; it
+// returns the address and the process ID.
+func startBinary(t *testing.T, env ...string) (string, int) {
+	t.Helper()
 	bin := buildServer(t)
 	addr := freeAddr(t)
 	var out bytes.Buffer
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=redis://" + redisAddr, "ADDR=" + addr,
-		"LOG_LEVEL=warn", "CHAT_PREFIX=" + prefix,
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ADDR=" + addr, "LOG_LEVEL=warn",
 		// The load comes from one address at rates no person sends.
-		"RATE_LIMIT=0", "USER_RATE_LIMIT=0", "MAX_CONNS_PER_IP=0"}
+		"RATE_LIMIT=0", "USER_RATE_LIMIT=0", "MAX_CONNS_PER_IP=0"}, env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -72,7 +72,7 @@ func failover(ctx context.Context, o *options, f *scenarioFlags, _ redisClient) 
 	}
 	r := newRun(o.servers)
 	room := r.roomName(0)
-	key := o.prefix + ":{" + room + "}:messages"
+	key := messagesKey(o.prefix, room)
 	fo := &failoverResult{Fault: ff.fault, AckReplicas: ff.ackReplicas, Replicas: len(replicas), OldPrimary: old}
 	res.Failover = fo
 

@@ -1,15 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/xroom/xroom/internal/redistest"
 )
@@ -18,38 +12,9 @@ import (
 // "mymaster", with REDIS_ACK_REPLICAS=n, and waits until it is ready.
 func startSentinelServer(t *testing.T, sentinel, prefix string, n int) string {
 	t.Helper()
-	bin := buildServer(t)
-	addr := freeAddr(t)
-	var out bytes.Buffer
-	cmd := exec.Command(bin)
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=redis://" + sentinel, "REDIS_SENTINEL_MASTER=mymaster",
-		"REDIS_ACK_REPLICAS=" + strconv.Itoa(n), "ADDR=" + addr, "LOG_LEVEL=warn", "CHAT_PREFIX=" + prefix,
-		"RATE_LIMIT=0", "USER_RATE_LIMIT=0", "MAX_CONNS_PER_IP=0"}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("server output:\n%s", out.String())
-		}
-	})
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v", err)
-		}
-	}
+	addr, _ := startBinary(t, "REDIS_URL=redis://"+sentinel, "REDIS_SENTINEL_MASTER=mymaster",
+		"REDIS_ACK_REPLICAS="+strconv.Itoa(n), "CHAT_PREFIX="+prefix)
+	return addr
 }
 
 // The failover scenario against real processes: a primary, its replicas

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/handlers"
+	"github.com/xroom/xroom/internal/wiring"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -205,17 +207,25 @@ func TestHealthAndReadiness(t *testing.T) {
 	// A server whose Redis is gone: alive, not ready, and sends fail cleanly.
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
 	defer dead.Close()
-	store := streams.NewStore(dead, streams.Options{Prefix: "dead"})
-	hub := streams.NewHub(store, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), streams.HubOptions{Encode: handlers.EncodeMessage, Logger: quietLogger()})
-	defer hub.Close()
-	srv := handlers.New(hub, streams.NewPresence(store, streams.PresenceOptions{Logger: quietLogger()}), handlers.Config{Logger: quietLogger(), APIKey: "k"})
-	app := srv.App()
-	defer app.Shutdown()
+	deadTail := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer deadTail.Close()
+	x := wiring.Build(dead, deadTail, wiring.Options{Store: streams.Options{Prefix: "dead"}, Server: handlers.Config{APIKey: "k"}, Logger: quietLogger()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go x.Serve(ln)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		x.Stop(ctx)
+	}()
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/api/rooms": 503} {
-		resp, err := app.Test(httpRequest(path), 5000)
+		resp, err := http.Get("http://" + ln.Addr().String() + path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != want {
 			t.Errorf("%s: %d %s, want %d", path, resp.StatusCode, body, want)
@@ -224,11 +234,6 @@ func TestHealthAndReadiness(t *testing.T) {
 			t.Errorf("%s: body %s should name the problem without internals", path, body)
 		}
 	}
-}
-
-func httpRequest(path string) *http.Request {
-	req, _ := http.NewRequest("GET", path, nil)
-	return req
 }
 
 func TestShutdownClosesWith1001AndRefusesNewConnections(t *testing.T) {

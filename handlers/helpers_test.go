@@ -6,28 +6,27 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/xroom/xroom/handlers"
-	"github.com/xroom/xroom/internal/failover"
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/internal/testkit/testserver"
+	"github.com/xroom/xroom/internal/wiring"
 	"github.com/xroom/xroom/streams"
 )
 
 func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
 
-// testServer is a full xroom (store, hub, handlers) on a free port, with
-// its own key prefix on the package's Redis.
+// testServer is a full xroom built by app's wiring (internal/wiring,
+// started by testserver) on a free port, with its own key prefix on the
+// package's Redis.
 type testServer struct {
 	t      testing.TB
 	base   string // http://127.0.0.1:PORT
@@ -38,8 +37,6 @@ type testServer struct {
 	store  *streams.Store
 	hub    *streams.Hub
 	srv    *handlers.Server
-	// redisMetrics has its hooks on the server's Redis clients.
-	redisMetrics *streams.RedisMetrics
 }
 
 type options struct {
@@ -64,91 +61,38 @@ type options struct {
 	storeHook, tailHook redis.Hook
 }
 
-// sentinelClient is a client of the primary the Sentinel at addr names
-// "mymaster", following it; closed at cleanup.
-func sentinelClient(t testing.TB, addr, name string, pool int) *redis.Client {
-	uo := &redis.UniversalOptions{Addrs: []string{addr}, MasterName: "mymaster", ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true}
-	f := failover.New(uo, quietLogger())
-	t.Cleanup(func() { _ = f.Close() })
-	return f.Client(uo)
-}
-
 func startServer(t testing.TB, mods ...func(*options)) *testServer {
 	t.Helper()
 	o := &options{cfg: handlers.Config{HistoryOnJoin: 50, MaxMessageBytes: 4096}}
 	for _, m := range mods {
 		m(o)
 	}
-	rs := o.rs
-	if rs == nil {
-		rs = redistest.Shared(t)
-	}
-	ts := &testServer{t: t, redis: rs, prefix: o.prefix}
-	if ts.prefix == "" {
-		ts.prefix = redistest.Prefix(t)
-	}
-	ts.name = "xroom-" + ts.prefix
-	ts.rdb = rs.Client(t)
-	mk := func(name string, pool int) *redis.Client {
-		if o.sentinel != "" {
-			return sentinelClient(t, o.sentinel, name, pool)
-		}
-		// No CLIENT MAINT_NOTIFICATIONS, as app: go-redis's fallback after
-		// Redis refuses it races between connections made at once.
-		return redis.NewClient(&redis.Options{Addr: rs.Addr, ClientName: name, PoolSize: pool, MaxActiveConns: pool, ContextTimeoutEnabled: true,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
-	}
-	rdb := mk(ts.name, o.poolSize)
-	t.Cleanup(func() { rdb.Close() })
-	ts.redisMetrics = streams.NewRedisMetrics()
-	rdb.AddHook(ts.redisMetrics.Hook())
-	if o.storeHook != nil {
-		rdb.AddHook(o.storeHook)
-	}
 	if o.maxLen == 0 {
 		o.maxLen = 10000
 	}
-	ts.store = streams.NewStore(rdb, streams.Options{Prefix: ts.prefix, MaxLen: o.maxLen, AckReplicas: o.ackReplicas, AckTimeout: o.ackTimeout})
-	o.hub.Encode = handlers.EncodeMessage
-	o.hub.EncodeEvent = handlers.EncodeEvent
 	if o.hub.Block == 0 {
 		o.hub.Block = time.Second
 	}
 	o.hub.Logger = quietLogger()
-	tail := mk(ts.name+"-tail", 1000)
-	tail.AddHook(ts.redisMetrics.BlockingHook())
-	if o.tailHook != nil {
-		// The tail blocks on its own client only without notifications;
-		// with them it reads over the server's client.
-		tail.AddHook(o.tailHook)
-		rdb.AddHook(o.tailHook)
-	}
-	ts.hub = streams.NewHub(ts.store, tail, o.hub)
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = quietLogger()
 	}
-	reg := prometheus.NewRegistry()
-	o.cfg.Metrics = reg
-	o.presence.Logger = o.cfg.Logger
-	ts.srv = handlers.New(ts.hub, streams.NewPresence(ts.store, o.presence), o.cfg)
-	reg.MustRegister(ts.redisMetrics)
-	reg.MustRegister(ts.hub.Collectors()...)
-	reg.MustRegister(ts.srv.Collectors()...)
-	app := ts.srv.App()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go app.Listener(ts.srv.WrapListener(ln))
-	ts.base = "http://" + ln.Addr().String()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ts.srv.Shutdown(ctx)
-		_ = app.ShutdownWithContext(ctx)
-		ts.hub.Close()
+	s := testserver.Start(t, testserver.Options{
+		Options: wiring.Options{
+			Store:    streams.Options{Prefix: o.prefix, MaxLen: o.maxLen, AckReplicas: o.ackReplicas, AckTimeout: o.ackTimeout},
+			Hub:      o.hub,
+			Presence: o.presence,
+			Server:   o.cfg,
+			Logger:   o.cfg.Logger,
+		},
+		Redis:     o.rs,
+		Sentinel:  o.sentinel,
+		PoolSize:  o.poolSize,
+		StoreHook: o.storeHook,
+		TailHook:  o.tailHook,
 	})
-	return ts
+	return &testServer{t: t, base: s.Base, redis: s.Redis, rdb: s.Redis.Client(t), name: s.Name, prefix: s.Prefix,
+		store: s.Store, hub: s.Hub, srv: s.Server}
 }
 
 func quietLogger() *slog.Logger {
@@ -209,28 +153,10 @@ func (ts *testServer) tryDial(room, query string, xroom bool, header http.Header
 	return c, nil
 }
 
-// next reads one frame, failing the test after d.
+// nextWithin reads one frame, failing the test after d.
 func (c *client) nextWithin(d time.Duration) frame {
 	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(d))
-	kind, data, err := c.conn.ReadMessage()
-	for err == nil && c.skipPresence && isPresence(data) {
-		kind, data, err = c.conn.ReadMessage()
-	}
-	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	if kind != websocket.TextMessage {
-		c.t.Fatalf("got a frame of kind %d", kind)
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		c.t.Fatalf("frame %q: %v", data, err)
-	}
-	if f.Type == "" {
-		c.t.Fatalf("frame without type: %s", data)
-	}
-	return f
+	return testkit.ReadFrame(c.t, c.conn, d, c.skipPresence)
 }
 
 func (c *client) next() frame { c.t.Helper(); return c.nextWithin(10 * time.Second) }
@@ -238,11 +164,7 @@ func (c *client) next() frame { c.t.Helper(); return c.nextWithin(10 * time.Seco
 // expect reads the next frame and checks its type.
 func (c *client) expect(typ string) frame {
 	c.t.Helper()
-	f := c.next()
-	if f.Type != typ {
-		c.t.Fatalf("got %+v, want a %s frame", f, typ)
-	}
-	return f
+	return testkit.ExpectFrame(c.t, c.next(), typ)
 }
 
 // messages reads n message frames, failing on any other frame type.
@@ -255,37 +177,13 @@ func (c *client) messages(n int) []frame {
 	return out
 }
 
-// silent checks that no frame arrives within d.
+// silent checks that no frame arrives within d; read no more after it.
 func (c *client) silent(d time.Duration) {
 	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(d))
-	_, data, err := c.conn.ReadMessage()
-	for err == nil && c.skipPresence && isPresence(data) {
-		_, data, err = c.conn.ReadMessage()
-	}
-	if err == nil {
-		c.t.Fatalf("unexpected frame %s", data)
-	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-		c.t.Fatalf("connection ended: %v", err)
-	}
-	// A timed-out read leaves gorilla's reader unusable; callers must not read again.
+	testkit.Silent(c.t, c.conn, d, c.skipPresence)
 }
 
-func (c *client) send(v any) {
-	c.t.Helper()
-	var data []byte
-	switch v := v.(type) {
-	case string:
-		data = []byte(v)
-	case []byte:
-		data = v
-	default:
-		data, _ = json.Marshal(v)
-	}
-	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
+func (c *client) send(v any) { c.t.Helper(); testkit.Send(c.t, c.conn, v) }
 
 // ids returns the IDs of frames.
 func ids(fs []frame) []string {

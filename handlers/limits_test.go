@@ -111,8 +111,11 @@ func TestRateLimitedCompatibleClientGetsAnErrorWithMessage(t *testing.T) {
 	}
 }
 
+// twoConnsPerIP caps connections (WebSockets and event streams) per address at 2.
+func twoConnsPerIP(o *options) { o.cfg.Limits = handlers.Limits{MaxConnsPerIP: 2} }
+
 func TestConnectionsPerIPAreCapped(t *testing.T) {
-	ts := startServer(t, func(o *options) { o.cfg.Limits = handlers.Limits{MaxConnsPerIP: 2} })
+	ts := startServer(t, twoConnsPerIP)
 	a := ts.dial("lobby", "", true)
 	a.expect("ready")
 	b := ts.dial("lobby", "", true)

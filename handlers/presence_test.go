@@ -66,6 +66,21 @@ func (ts *testServer) member(room, user string) (*client, pframe) {
 }
 
 // nextPresence reads the next frame, which must be a presence frame.
+// joinInTurn connects users to room one after another: each sees its own
+// join, then every earlier one sees it, before the next connects.
+func (ts *testServer) joinInTurn(room string, users ...string) []*client {
+	ts.t.Helper()
+	cs := make([]*client, len(users))
+	for i, u := range users {
+		cs[i], _ = ts.member(room, u)
+		cs[i].expectEvent("join " + u)
+		for _, c := range cs[:i] {
+			c.expectEvent("join " + u)
+		}
+	}
+	return cs
+}
+
 func (c *client) nextPresence() pframe {
 	c.t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -176,11 +191,8 @@ func TestPresenceSnapshotJoinAndLeave(t *testing.T) {
 
 func TestPresenceTwoTabsAreOneMember(t *testing.T) {
 	ts := startServer(t)
-	bob, _ := ts.member("lobby", "bob")
-	bob.expectEvent("join bob")
-	tab1, _ := ts.member("lobby", "alice")
-	tab1.expectEvent("join alice")
-	bob.expectEvent("join alice")
+	in := ts.joinInTurn("lobby", "bob", "alice")
+	bob, tab1 := in[0], in[1]
 	tab2, snap := ts.member("lobby", "alice")
 	if got := snap.users(); !slices.Equal(got, []string{"alice", "bob"}) {
 		t.Fatalf("second tab's snapshot %v, want alice once", got)
@@ -205,11 +217,8 @@ func TestPresenceTwoTabsAreOneMember(t *testing.T) {
 
 func TestTypingReachesOthersNotSelf(t *testing.T) {
 	ts := startServer(t)
-	a, _ := ts.member("lobby", "alice")
-	a.expectEvent("join alice")
-	b, _ := ts.member("lobby", "bob")
-	b.expectEvent("join bob")
-	a.expectEvent("join bob")
+	in := ts.joinInTurn("lobby", "alice", "bob")
+	a, b := in[0], in[1]
 
 	start := time.Now()
 	for range 5 {

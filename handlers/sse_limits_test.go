@@ -13,7 +13,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/xroom/xroom/handlers"
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/internal/testkit"
 )
@@ -22,7 +21,7 @@ import (
 // for both), are refused with 429 and a JSON body, and free their place
 // when they close.
 func TestSSEConnectionsPerIPShareTheWebSocketsCap(t *testing.T) {
-	ts := startServer(t, func(o *options) { o.cfg.Limits = handlers.Limits{MaxConnsPerIP: 2} })
+	ts := startServer(t, twoConnsPerIP)
 	ws := ts.dial("cap", "", true)
 	ws.expect("ready")
 	s := ts.openSSE("cap", "", nil)

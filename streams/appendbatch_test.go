@@ -105,7 +105,7 @@ func TestDedupAppendsOfManyRoomsShareAScriptCall(t *testing.T) {
 	}
 	var stored int64
 	for r := range 8 {
-		stored += rdb.XLen(ctx10(t), fmt.Sprintf("%s:{r%d}:messages", store.Keys().Prefix, r)).Val()
+		stored += rdb.XLen(ctx10(t), store.Keys().Messages(fmt.Sprintf("r%d", r))).Val()
 	}
 	if stored != n {
 		t.Fatalf("%d entries stored, want %d", stored, n)

@@ -104,7 +104,7 @@ func TestConcurrentAppendsShareAPipeline(t *testing.T) {
 	}
 	var stored int64
 	for room := range 4 {
-		stored += rdb.XLen(ctx, fmt.Sprintf("%s:{r%d}:messages", store.Keys().Prefix, room)).Val()
+		stored += rdb.XLen(ctx, store.Keys().Messages(fmt.Sprintf("r%d", room))).Val()
 	}
 	if stored != n { // n+1 appends less one duplicate
 		t.Fatalf("%d entries stored, want %d", stored, n)

@@ -46,9 +46,7 @@ func TestAckedEntryLostUnreadIsTold(t *testing.T) {
 	if _, ok := other.sub.RolledBack(); ok {
 		t.Fatal("a subscriber that did not acknowledge the lost entry was told")
 	}
-	if n := h.hub.Stats().LostAcked.Load(); n != 1 {
-		t.Fatalf("LostAcked = %d, want 1", n)
-	}
+	wantLostAcked(t, h, 1)
 }
 
 // Entries acknowledged and then read, before or after the ack came back,
@@ -76,9 +74,7 @@ func TestAckedEntriesFoundOrTrimmedAreNotTold(t *testing.T) {
 	if to, ok := s.sub.RolledBack(); ok {
 		t.Fatalf("RolledBack = %v, want nothing: every acknowledged entry was read or trimmed", to)
 	}
-	if n := h.hub.Stats().LostAcked.Load(); n != 0 {
-		t.Fatalf("LostAcked = %d, want 0", n)
-	}
+	wantLostAcked(t, h, 0)
 }
 
 // In a quiet room no read would pass a lost entry: the check after a
@@ -127,4 +123,12 @@ func nextRollback(t *testing.T, s *subscriber) (streams.ID, []*streams.Entry) {
 	}
 	t.Fatal("no rollback reported within 10 s")
 	return streams.ID{}, nil
+}
+
+// wantLostAcked checks the hub's count of acknowledged entries lost.
+func wantLostAcked(t *testing.T, h *hubEnv, want int64) {
+	t.Helper()
+	if n := h.hub.Stats().LostAcked.Load(); n != want {
+		t.Fatalf("LostAcked = %d, want %d", n, want)
+	}
 }

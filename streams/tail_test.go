@@ -324,40 +324,28 @@ func TestTailFollowsASlotMigration(t *testing.T) {
 
 	var mu sync.Mutex
 	var acked []streams.ID
-	stop := make(chan struct{})
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for k := 0; ; k++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			m := streams.Message{User: "u", Text: strconv.Itoa(k), ClientID: "c" + strconv.Itoa(k)}
-			for { // a resilient client: resend with the same client_id until acked
-				id, _, err := store.Append(context.Background(), "mig", m)
-				if err == nil {
-					mu.Lock()
-					if len(acked) == 0 || acked[len(acked)-1] != id {
-						acked = append(acked, id)
-					}
-					mu.Unlock()
-					break
+	stopSending := sendUntilStopped(5*time.Millisecond, func(k int) {
+		m := streams.Message{User: "u", Text: strconv.Itoa(k), ClientID: "c" + strconv.Itoa(k)}
+		for { // a resilient client: resend with the same client_id until acked
+			id, _, err := store.Append(context.Background(), "mig", m)
+			if err == nil {
+				mu.Lock()
+				if len(acked) == 0 || acked[len(acked)-1] != id {
+					acked = append(acked, id)
 				}
-				time.Sleep(10 * time.Millisecond)
+				mu.Unlock()
+				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
-	}()
+	})
 	time.Sleep(300 * time.Millisecond)
 	from, to := migrateSlotOf(t, c, cc, key)
 	t.Logf("slot of %s moved from %s to %s", key, from, to)
 	time.Sleep(300 * time.Millisecond)
 	rings := hub.Stats().Rings.Load()
 	time.Sleep(1500 * time.Millisecond) // the doorbell follows within remapEvery
-	close(stop)
-	<-sent
+	stopSending()
 	mu.Lock()
 	want := append([]streams.ID(nil), acked...)
 	mu.Unlock()
@@ -465,37 +453,27 @@ func TestTailFollowsClusterFailover(t *testing.T) {
 
 	var mu sync.Mutex
 	var last streams.ID
-	stop, sent := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sent)
-		for k := 0; ; k++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			st := store
-			if k%2 == 1 {
-				st = others
-			}
-			m := streams.Message{User: "u", Text: strconv.Itoa(k), ClientID: "c" + strconv.Itoa(k)}
-			if id, _, err := st.Append(context.Background(), "cfo", m); err == nil {
-				mu.Lock()
-				if last.Less(id) {
-					last = id
-				}
-				mu.Unlock()
-			}
+	stopSending := sendUntilStopped(2*time.Millisecond, func(k int) {
+		st := store
+		if k%2 == 1 {
+			st = others
 		}
-	}()
+		m := streams.Message{User: "u", Text: strconv.Itoa(k), ClientID: "c" + strconv.Itoa(k)}
+		if id, _, err := st.Append(context.Background(), "cfo", m); err == nil {
+			mu.Lock()
+			if last.Less(id) {
+				last = id
+			}
+			mu.Unlock()
+		}
+	})
 	time.Sleep(300 * time.Millisecond)
 	var replica string
 	testkit.Eventually(t, 10*time.Second, "the room's primary has a replica", func() bool { _, replica = c.PrimaryOf(t, key); return replica != "" })
 	c.Node(t, replica).CLI(t, "CLUSTER", "FAILOVER")
 	testkit.Eventually(t, 10*time.Second, "the replica promoted", func() bool { return redistest.IsPrimary(replica) })
 	time.Sleep(2 * time.Second)
-	close(stop)
-	<-sent
+	stopSending()
 	mu.Lock()
 	want := last
 	mu.Unlock()
@@ -511,4 +489,22 @@ func clusterHub(t *testing.T, c *redistest.Cluster, cc *redis.ClusterClient) *hu
 	hub := streams.NewHub(store, blocking, streams.HubOptions{Encode: testFrame, Logger: testkit.Quiet(), SweepEvery: time.Hour})
 	t.Cleanup(func() { _ = hub.Close() })
 	return &hubEnv{env: &env{t: t, store: store, prefix: prefix}, hub: hub}
+}
+
+// sendUntilStopped calls send(0), send(1)… in a goroutine, pause apart,
+// until stop is called; stop returns once the last send has.
+func sendUntilStopped(pause time.Duration, send func(k int)) (stop func()) {
+	stopped, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := 0; ; k++ {
+			send(k)
+			select {
+			case <-stopped:
+				return
+			case <-time.After(pause):
+			}
+		}
+	}()
+	return func() { close(stopped); <-done }
 }

@@ -8,40 +8,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/xroom/xroom/handlers"
-	"github.com/xroom/xroom/hooks"
-	"github.com/xroom/xroom/streams"
 )
-
-// redisMetrics times the Redis calls of both clients and counts their
-// errors (hooks installed on each), from their first call on.
-func redisMetrics(rdb, blocking redis.UniversalClient) *streams.RedisMetrics {
-	rm := streams.NewRedisMetrics()
-	rdb.AddHook(rm.Hook())
-	blocking.AddHook(rm.BlockingHook())
-	return rm
-}
-
-// registerMetrics is the one place every collector served at /metrics is
-// registered: the Go and process collectors, Redis timings and errors, the
-// hub's, the server's, and the hooks' when they are on. reg is the
-// server's own registry: no global state.
-func registerMetrics(reg *prometheus.Registry, rm *streams.RedisMetrics, hub *streams.Hub, srv *handlers.Server, webhooks *hooks.Webhooks, publish *hooks.PublishHook) {
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), rm)
-	reg.MustRegister(hub.Collectors()...)
-	reg.MustRegister(srv.Collectors()...)
-	if webhooks != nil {
-		reg.MustRegister(webhooks.Collectors()...)
-	}
-	if publish != nil {
-		reg.MustRegister(publish.Collectors()...)
-	}
-}
 
 // checkPprofAddr accepts only a loopback address: profiles expose memory
 // contents and cost CPU, so they are never served to the network.
