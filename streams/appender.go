@@ -225,12 +225,13 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 	for _, g := range groups {
 		s.queueScript(ctx, pipe, g, false)
 	}
+	var t touches
 	if touch {
-		s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
-		s.touchWriters(ctx, pipe, calls)
+		t = s.touch(ctx, pipe, calls, rooms) // advisory: each append's own outcome is what counts
 	}
 	wait := s.queueWait(ctx, pipe) // last: it covers every write before it on this connection
 	_, execErr := pipe.Exec(ctx)
+	t.settle()
 	var again []*scriptGroup
 	for _, g := range groups {
 		if noScript(g.eval.Err()) {
