@@ -68,6 +68,8 @@ type Store struct {
 	ackTimeout    time.Duration
 	writers       recently[userRoom] // pairs recently put in users' room indexes (unread.go)
 	touched       recently[string]   // rooms whose score in the rooms list moved lately
+	// tail is the hub that reads back this store's appends (readback.go).
+	tail atomic.Pointer[Hub]
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
