@@ -96,9 +96,9 @@ func (s *Store) appendByNode(ctx context.Context, cc *redis.ClusterClient, calls
 	}
 	wg.Wait()
 	pipe := cc.Pipeline()
-	s.touchRooms(ctx, pipe, rooms)
-	s.touchWriters(ctx, pipe, calls)
+	t := s.touch(ctx, pipe, calls, rooms)
 	_, _ = pipe.Exec(ctx) // advisory: the rooms list and users' room indexes
+	t.settle()
 	for _, c := range calls {
 		if failover.StaleSlotMap(c.err) {
 			cc.ReloadState(ctx)

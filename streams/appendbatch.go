@@ -13,40 +13,60 @@ import (
 // holds Redis for its whole run, and 64 short appends take tens of µs.
 const maxScriptEntries = 64
 
-// appendDedupMany is appendDedup for several appends at once, in order: one
-// script call (whose own cost is most of a dedup append's Redis CPU) for
-// every client_id append of a batch. KEYS are pairs (stream, dedup key),
-// ARGV is MAXLEN (0: none), the dedup window in ms, then user, message and
-// client_id of each append. It returns a pair per append: the ID and 0
-// (stored), the first ID and 1 (duplicate, stored nothing), or an error
-// message and 2 (that append failed; the others are unaffected). Appends are
-// checked one after another, so a client_id sent twice in one call is
-// stored once. With Redis Cluster every key of one call must be in one
-// slot: see groupKey.
+// appendDedupMany stores the client_id appends of a batch, in order, in
+// one script call (whose own cost is most of a dedup append's Redis CPU).
+// KEYS are pairs (stream, dedup key), ARGV is MAXLEN (0: none), the dedup
+// window in ms, then user, message and client_id of each append. It
+// returns a pair per append: the ID and 0 (stored), the first ID and 1
+// (duplicate, stored nothing), or an error message and 2 (that append
+// failed; the others are unaffected). Appends are checked one after
+// another, so a client_id sent twice in one call is stored once. With
+// Redis Cluster every key of one call must be in one slot: see groupKey.
+//
+// A first send, the common case, costs two commands: XADD, then SET NX
+// GET of the dedup key to the new ID. Only a resend finds the key taken;
+// it then takes its XADD back (unadd). Checking first (GET, then XADD and
+// SET) cost every send a third command to spare resends, which are rare.
 var appendDedupMany = redis.NewScript(`
+-- unadd takes back the entry id just added to stream, leaving the stream
+-- as it was: XDEL alone would count a deletion (entries-added and
+-- max-deleted-entry-id), which a resuming client reads as a gap.
+local function unadd(stream, id)
+  local info = redis.pcall('XINFO', 'STREAM', stream)
+  redis.call('XDEL', stream, id)
+  if type(info) ~= 'table' or info.err then return end
+  local added, maxdel
+  for j = 1, #info, 2 do
+    if info[j] == 'entries-added' then added = info[j+1]
+    elseif info[j] == 'max-deleted-entry-id' then maxdel = info[j+1] end
+  end
+  -- XSETID cannot set 0-0 back: 0-1 stands for "none" (noDeletion).
+  if maxdel == '0-0' then maxdel = '0-1' end
+  if added and maxdel then
+    redis.pcall('XSETID', stream, id, 'ENTRIESADDED', added - 1, 'MAXDELETEDID', maxdel)
+  end
+end
 local out = {}
 local maxlen, px = ARGV[1], ARGV[2]
 for i = 1, #KEYS / 2 do
   local stream, dedup, a = KEYS[2*i-1], KEYS[2*i], 3*i
-  local id = redis.pcall('GET', dedup)
+  local id
+  if maxlen ~= '0' then
+    id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', ARGV[a], 'message', ARGV[a+1], 'client_id', ARGV[a+2])
+  else
+    id = redis.pcall('XADD', stream, '*', 'user', ARGV[a], 'message', ARGV[a+1], 'client_id', ARGV[a+2])
+  end
   if type(id) == 'table' and id.err then
     out[#out+1] = id.err; out[#out+1] = 2
-  elseif id then
-    -- Rewrite the expiry as it is: a write, so a WAIT after this call
-    -- also covers the first store of this client_id.
-    local ttl = redis.pcall('PTTL', dedup)
-    if type(ttl) == 'number' and ttl > 0 then redis.pcall('PEXPIRE', dedup, ttl) end
-    out[#out+1] = id; out[#out+1] = 1
   else
-    if maxlen ~= '0' then
-      id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', ARGV[a], 'message', ARGV[a+1], 'client_id', ARGV[a+2])
+    local first = redis.pcall('SET', dedup, id, 'NX', 'GET', 'PX', px)
+    if type(first) == 'string' then
+      unadd(stream, id) -- a resend: the first ID stands
+      out[#out+1] = first; out[#out+1] = 1
+    elseif type(first) == 'table' and first.err then
+      unadd(stream, id) -- cannot be deduplicated: store nothing
+      out[#out+1] = first.err; out[#out+1] = 2
     else
-      id = redis.pcall('XADD', stream, '*', 'user', ARGV[a], 'message', ARGV[a+1], 'client_id', ARGV[a+2])
-    end
-    if type(id) == 'table' and id.err then
-      out[#out+1] = id.err; out[#out+1] = 2
-    else
-      redis.call('SET', dedup, id, 'PX', px)
       out[#out+1] = id; out[#out+1] = 0
     end
   end
@@ -131,16 +151,46 @@ func scriptResult(c *appendCall, execErr error) (raw string, dup bool, err error
 	}
 }
 
-// touchRooms records the activity of every room of a batch in one ZADD
-// (the rooms set is one key).
-func (s *Store) touchRooms(ctx context.Context, pipe redis.Pipeliner, rooms []string) {
-	if len(rooms) == 0 {
-		return
+// touches are a batch's advisory writes, the rooms list and the users'
+// room indexes, queued only for the keys that are due (recently.go).
+type touches []touched
+
+type touched struct {
+	cmd    *redis.IntCmd
+	forget func()
+}
+
+// touch queues, in the batch's pipeline, one ZADD of the rooms list for
+// the batch's rooms that are due, and the users' room indexes (touchWriters).
+func (s *Store) touch(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, rooms []string) touches {
+	now := time.Now()
+	var t touches
+	var due []string
+	for _, r := range rooms {
+		if s.touched.due(r, now) {
+			due = append(due, r)
+		}
 	}
-	now := float64(time.Now().UnixMilli())
-	members := make([]redis.Z, len(rooms))
-	for i, r := range rooms {
-		members[i] = redis.Z{Score: now, Member: r}
+	if len(due) > 0 {
+		members := make([]redis.Z, len(due))
+		for i, r := range due {
+			members[i] = redis.Z{Score: float64(now.UnixMilli()), Member: r}
+		}
+		t = append(t, touched{pipe.ZAdd(ctx, s.keys.Rooms(), members...), func() {
+			for _, r := range due {
+				s.touched.forget(r)
+			}
+		}})
 	}
-	pipe.ZAdd(ctx, s.keys.Rooms(), members...)
+	return s.touchWriters(ctx, pipe, calls, now, t)
+}
+
+// settle forgets the keys whose write failed, so that the next append
+// makes it again. Call it once the pipeline ran.
+func (t touches) settle() {
+	for _, x := range t {
+		if x.cmd.Err() != nil {
+			x.forget()
+		}
+	}
 }

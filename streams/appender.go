@@ -221,16 +221,24 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 	if len(rooms) == 0 {
 		return
 	}
+	var rb *readBack
+	if hub := s.tail.Load(); hub != nil && touch {
+		rb = hub.claimReadBack(rooms) // before the pipeline goes: see readback.go
+	}
 	groups := s.groupScripts(dedup)
 	for _, g := range groups {
 		s.queueScript(ctx, pipe, g, false)
 	}
+	if rb != nil {
+		rb.queue(ctx, pipe) // after the XADDs
+	}
+	var t touches
 	if touch {
-		s.touchRooms(ctx, pipe, rooms) // advisory: each append's own outcome is what counts
-		s.touchWriters(ctx, pipe, calls)
+		t = s.touch(ctx, pipe, calls, rooms) // advisory: each append's own outcome is what counts
 	}
 	wait := s.queueWait(ctx, pipe) // last: it covers every write before it on this connection
 	_, execErr := pipe.Exec(ctx)
+	t.settle()
 	var again []*scriptGroup
 	for _, g := range groups {
 		if noScript(g.eval.Err()) {
@@ -253,12 +261,22 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 			}
 		}
 	}
+	var stored map[string]int // by room, what the read back covers
 	for _, c := range calls {
 		if c.add == nil && (c.group == nil || c.group.resent) {
 			continue // not sent, or sent again above
 		}
 		s.appendResult(c, execErr)
+		if rb != nil && c.err == nil && !c.dup {
+			if stored == nil {
+				stored = make(map[string]int, 1)
+			}
+			stored[c.room]++
+		}
 		s.replicated(c, wait, execErr)
+	}
+	if rb != nil {
+		rb.done(stored)
 	}
 }
 

@@ -107,6 +107,7 @@ func (bl *bell) want(r *tailedRoom) {
 }
 
 func (bl *bell) forget(r *tailedRoom) {
+	bl.h.tail.unheard(r)
 	bl.mu.Lock()
 	for _, key := range []string{r.key, r.events.key} {
 		ch := bl.prefix + key
@@ -283,6 +284,7 @@ func (bl *bell) receive() {
 		case *redis.Subscription:
 			switch m.Kind {
 			case "subscribe":
+				bl.confirmed(m.Channel)
 				bl.ring(m.Channel)
 			case "psubscribe":
 				if w := bl.watcher(); w != nil {
@@ -297,6 +299,10 @@ func (bl *bell) receive() {
 				continue
 			}
 			h.stats.Rings.Add(1)
+			if m.Payload == "xadd" {
+				bl.added(m.Channel)
+				continue
+			}
 			bl.ring(m.Channel)
 		}
 	}
@@ -309,16 +315,43 @@ func (bl *bell) watcher() *RoomWatch {
 }
 
 func (bl *bell) ring(channel string) {
-	bl.mu.Lock()
-	r := bl.rooms[channel]
-	bl.mu.Unlock()
-	if r != nil {
+	if r, _ := bl.roomOf(channel); r != nil {
 		bl.h.tail.ring(r)
 	}
 }
 
+// added rings for an XADD: on the room's messages channel, one a read back
+// may have covered (readback.go).
+func (bl *bell) added(channel string) {
+	switch r, messages := bl.roomOf(channel); {
+	case r == nil:
+	case messages:
+		bl.h.tail.added(r)
+	default:
+		bl.h.tail.ring(r)
+	}
+}
+
+// confirmed notes that the room's messages channel is subscribed on this
+// connection: from here its XADDs' events arrive, in order (readback.go).
+func (bl *bell) confirmed(channel string) {
+	if r, messages := bl.roomOf(channel); r != nil && messages {
+		r.bellGen.Store(bl.h.bellGens.Add(1))
+	}
+}
+
+// roomOf is the room of a channel, and whether it is the room's messages
+// channel (not its events one).
+func (bl *bell) roomOf(channel string) (r *tailedRoom, messages bool) {
+	bl.mu.Lock()
+	r = bl.rooms[channel]
+	bl.mu.Unlock()
+	return r, r != nil && channel == bl.prefix+r.key
+}
+
 // down records that the connection failed; once, until it works again.
 func (bl *bell) down(err error) {
+	bl.h.tail.unheard(bl.roomsNow()...)
 	bl.lastErr.Store(&err)
 	if bl.downSince.CompareAndSwap(0, time.Now().UnixNano()) {
 		bl.h.stats.Reconnects.Add(1)
@@ -338,6 +371,7 @@ func (bl *bell) renew() {
 		bl.dirty[ch] = struct{}{}
 	}
 	bl.mu.Unlock()
+	bl.h.tail.unheard(bl.roomsNow()...)
 	_ = old.Close()
 	bl.poke()
 }

@@ -53,8 +53,16 @@ func (s *Store) History(ctx context.Context, room string) (History, error) {
 	}
 	h.neverRemoved = info.EntriesAdded > 0 && info.EntriesAdded == info.Length
 	h.maxDeleted, _ = ParseID(info.MaxDeletedEntryID) // Zero when absent
+	if h.maxDeleted == noDeletion {
+		h.maxDeleted = Zero
+	}
 	return h, nil
 }
+
+// noDeletion is the max-deleted-entry-id a resend's XADD, taken back,
+// leaves in a stream that had no deletion (appendDedupMany): XSETID cannot
+// set it back to 0-0. No entry xroom adds has this ID.
+var noDeletion = ID{0, 1}
 
 // Trimmed reports whether entries after since may have been trimmed or
 // deleted. Trimming leaves no trace but the oldest entry: since older than

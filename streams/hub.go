@@ -141,8 +141,9 @@ type Hub struct {
 	health  health                // health.go
 	stall   atomic.Pointer[error] // why rooms cannot be tailed now, or nil
 
-	stats HubStats
-	lag   prometheus.Histogram // tail read lag, see metrics.go
+	stats    HubStats
+	bellGens atomic.Int64         // doorbell generations handed out (readback.go)
+	lag      prometheus.Histogram // tail read lag, see metrics.go
 }
 
 // HubStats counts what the hub did, for metrics and tests.
@@ -150,13 +151,17 @@ type HubStats struct {
 	TailReads  atomic.Int64 // XREAD calls made by the tail
 	TailErrors atomic.Int64 // failed tail reads
 	Rings      atomic.Int64 // keyspace notifications heard (ModeNotify)
-	Reconnects atomic.Int64 // subscriber connections lost and made again
-	Stalls     atomic.Int64 // times rooms became unavailable (health.go)
-	CatchUps   atomic.Int64 // reads from Redis by a subscriber behind the buffer
-	Skipped    atomic.Int64 // entries without a message field
-	Gaps       atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
-	RollBacks  atomic.Int64 // rooms found rolled back by a failover (rollback.go)
-	LostAcked  atomic.Int64 // acknowledged entries found gone before the tail read them (owed.go)
+	// ReadBacks are XREADs in append pipelines (readback.go), RingsSkipped
+	// the notifications of appends they had covered.
+	ReadBacks    atomic.Int64
+	RingsSkipped atomic.Int64
+	Reconnects   atomic.Int64 // subscriber connections lost and made again
+	Stalls       atomic.Int64 // times rooms became unavailable (health.go)
+	CatchUps     atomic.Int64 // reads from Redis by a subscriber behind the buffer
+	Skipped      atomic.Int64 // entries without a message field
+	Gaps         atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
+	RollBacks    atomic.Int64 // rooms found rolled back by a failover (rollback.go)
+	LostAcked    atomic.Int64 // acknowledged entries found gone before the tail read them (owed.go)
 }
 
 // NewHub returns a hub reading rooms through store. The blocking client
@@ -226,6 +231,7 @@ func (h *Hub) Encode(room string, e *Entry) {
 
 // Close stops every tail and closes the blocking client.
 func (h *Hub) Close() error {
+	h.store.tail.CompareAndSwap(h, nil)
 	h.mu.Lock() // Subscribe starts rooms under mu: none starts after this
 	h.cancel()
 	h.mu.Unlock()

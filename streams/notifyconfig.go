@@ -51,6 +51,9 @@ func (h *Hub) setup() {
 		}
 	}
 	h.mode.Store(int32(mode))
+	if mode == ModeNotify && !cluster && !sentinel(h.store.rdb) {
+		h.store.tail.CompareAndSwap(nil, h) // one hub per store reads back (readback.go)
+	}
 	close(h.modeSet)
 	h.log.Info("tailing rooms", "mode", mode.String())
 	switch {

@@ -214,7 +214,12 @@ func (p *Presence) Join(ctx context.Context, room, user string) (string, error) 
 	}
 	local[member] = struct{}{}
 	p.mu.Unlock()
-	if err := p.exec(ctx, refreshScript, []scriptCall{p.refresh(room, []string{member})}); err != nil {
+	var t touches
+	err := p.exec(ctx, refreshScript, []scriptCall{p.refresh(room, []string{member})}, func(pipe redis.Pipeliner) {
+		t = p.store.queueJoined(ctx, pipe, room, user) // in the same round trip
+	})
+	t.settle()
+	if err != nil {
 		return member, fmt.Errorf("presence join in %s: %w", room, err)
 	}
 	return member, nil
@@ -270,8 +275,8 @@ func (p *Presence) refresh(room string, members []string) scriptCall {
 
 // exec runs calls of script in one pipeline (scripts.go), counts the
 // events they wrote, and returns the first error.
-func (p *Presence) exec(ctx context.Context, script *redis.Script, calls []scriptCall) error {
-	cmds, err := p.store.evalEach(ctx, script, calls)
+func (p *Presence) exec(ctx context.Context, script *redis.Script, calls []scriptCall, extra ...func(redis.Pipeliner)) error {
+	cmds, err := p.store.evalEach(ctx, script, calls, extra...)
 	if err == nil {
 		err = firstErr(cmds)
 	}

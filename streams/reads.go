@@ -136,12 +136,12 @@ func (s *Store) MarkRead(ctx context.Context, room, user string, id ID, ev ReadE
 }
 
 // queueUserRooms records rooms in user's room index, scored now.
-func (s *Store) queueUserRooms(ctx context.Context, pipe redis.Pipeliner, user string, now time.Time, rooms ...string) {
+func (s *Store) queueUserRooms(ctx context.Context, pipe redis.Pipeliner, user string, now time.Time, rooms ...string) *redis.IntCmd {
 	members := make([]redis.Z, len(rooms))
 	for i, r := range rooms {
 		members[i] = redis.Z{Score: float64(now.UnixMilli()), Member: r}
 	}
-	pipe.ZAdd(ctx, s.keys.UserRooms(user), members...)
+	return pipe.ZAdd(ctx, s.keys.UserRooms(user), members...)
 }
 
 // ReadPosition is one user's read position in a room.

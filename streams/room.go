@@ -50,6 +50,14 @@ type tailedRoom struct {
 	queued  bool // waiting in the read queue
 	reading bool // a read of it is in flight
 	again   bool // it rang while being read: read once more after
+	// Reads back of this instance's appends (readback.go), guarded by
+	// tailer.mu: readingBack while an append pipeline reads it, early the
+	// xadd events heard meanwhile, skip the coming ones a read back covered.
+	readingBack bool
+	early, skip int
+	// bellGen is the doorbell generation the room's channel was confirmed
+	// on (readback.go), 0 while its events may be lost.
+	bellGen atomic.Int64
 }
 
 // Subscription is one subscriber's view of a room.

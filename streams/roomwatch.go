@@ -36,8 +36,9 @@ const (
 	defaultWatchPoll = time.Second
 	defaultWatchScan = 30 * time.Second
 	// watchSlack widens each read of the rooms list back in time: scores
-	// are the appending instance's clock, which may lag ours.
-	watchSlack = 5 * time.Second
+	// are the appending instance's clock, which may lag ours (5 s), and a
+	// room's score moves only once per roomTouchEvery.
+	watchSlack = 5*time.Second + roomTouchEvery
 	// scanCount is the COUNT of one SCAN call: a few ms of Redis work.
 	scanCount = 1000
 )

@@ -26,12 +26,16 @@ type scriptCall struct {
 // not know the script (restart, failover, SCRIPT FLUSH) the calls it
 // refused go again whole. A call that Redis answered with an error (a key
 // of another type, say) keeps its error; a failure of the connection is
-// the returned error.
-func (s *Store) evalEach(ctx context.Context, script *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
+// the returned error. extra queues commands of the caller's own in the
+// first pipeline, after the calls (their replies are the caller's).
+func (s *Store) evalEach(ctx context.Context, script *redis.Script, calls []scriptCall, extra ...func(redis.Pipeliner)) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	pipe := s.rdb.Pipeline()
 	for i, c := range calls {
 		cmds[i] = script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	for _, f := range extra {
+		f(pipe)
 	}
 	_, execErr := pipe.Exec(ctx)
 	var again []int

@@ -66,7 +66,10 @@ type Store struct {
 	batch         coalescer // concurrent appends share pipelines
 	ackReplicas   int
 	ackTimeout    time.Duration
-	writers       writerIndex // pairs recently put in users' room indexes (unread.go)
+	writers       recently[userRoom] // pairs recently put in users' room indexes (unread.go)
+	touched       recently[string]   // rooms whose score in the rooms list moved lately
+	// tail is the hub that reads back this store's appends (readback.go).
+	tail atomic.Pointer[Hub]
 }
 
 // NewStore returns a Store on rdb, which may be a single node, Sentinel or Cluster client.
@@ -80,7 +83,8 @@ func NewStore(rdb redis.UniversalClient, opt Options) *Store {
 	if opt.AckTimeout <= 0 {
 		opt.AckTimeout = defaultAckTimeout
 	}
-	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow, ackReplicas: opt.AckReplicas, ackTimeout: opt.AckTimeout}
+	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow, ackReplicas: opt.AckReplicas, ackTimeout: opt.AckTimeout,
+		writers: recently[userRoom]{every: writerRefresh}, touched: recently[string]{every: roomTouchEvery}}
 }
 
 // Keys returns the key names the store uses.
@@ -205,48 +209,6 @@ func asString(v any) string {
 		return string(v)
 	}
 	return fmt.Sprint(v)
-}
-
-// Room is a room in the rooms list.
-type Room struct {
-	Name         string
-	LastID       ID
-	LastActivity time.Time
-}
-
-// Rooms lists up to limit rooms, most recently active first. A room whose
-// stream was deleted is left out (and left in the set: removing it here
-// could race with a new first message in it).
-func (s *Store) Rooms(ctx context.Context, limit int) ([]Room, error) {
-	rooms := make([]Room, 0, min(limit, 100))
-	for offset := int64(0); len(rooms) < limit; {
-		chunk := int64(limit - len(rooms))
-		zs, err := s.rdb.ZRevRangeWithScores(ctx, s.keys.Rooms(), offset, offset+chunk-1).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list rooms: %w", err)
-		}
-		if len(zs) == 0 {
-			break
-		}
-		offset += int64(len(zs))
-		pipe := s.rdb.Pipeline()
-		lasts := make([]*redis.XMessageSliceCmd, len(zs))
-		for i, z := range zs {
-			lasts[i] = pipe.XRevRangeN(ctx, s.keys.Messages(asString(z.Member)), "+", "-", 1)
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("list rooms: %w", err)
-		}
-		for i, z := range zs {
-			msgs := lasts[i].Val()
-			if len(msgs) == 0 {
-				continue // the stream was deleted: the room is gone
-			}
-			id, _ := ParseID(msgs[0].ID)
-			rooms = append(rooms, Room{Name: asString(z.Member), LastID: id, LastActivity: time.UnixMilli(int64(z.Score))})
-		}
-	}
-	return rooms, nil
 }
 
 var getOrSetEpoch = redis.NewScript(`

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,14 +22,6 @@ const (
 	// most this many pages of cap+1 entries. Only the user's own messages
 	// (never unread) make it read more than one page.
 	unreadScanPages = 4
-	// writerRefresh is how often an appending (user, room) pair is written
-	// to the user's room index again: once is what matters (the index
-	// only says which rooms to look at), the refresh keeps the score, and
-	// so the order rooms drop out beyond maxUserRooms, roughly current.
-	writerRefresh = time.Minute
-	// maxWriterCache bounds the pairs remembered between refreshes; when
-	// full it starts over (a few extra ZADDs, never a missed one).
-	maxWriterCache = 1 << 16
 )
 
 // unreadScript counts one room's unread messages for a user: the entries
@@ -149,39 +140,30 @@ func unreadOf(room string, v any) (Unread, bool) {
 	return u, err1 == nil && err2 == nil
 }
 
-// writerIndex remembers the (user, room) pairs this store wrote to the
-// users' room indexes lately, so that appends add one ZADD per pair per
-// writerRefresh, not one per message.
-type writerIndex struct {
-	mu   sync.Mutex
-	seen map[userRoom]time.Time
-}
-
+// userRoom is one pair of a user's room index (see Unread).
 type userRoom struct{ user, room string }
 
-// due reports whether the pair is to be written now, and notes it.
-func (w *writerIndex) due(user, room string, now time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	k := userRoom{user, room}
-	if at, ok := w.seen[k]; ok && now.Sub(at) < writerRefresh {
-		return false
+// queueJoined records, in pipe, room in user's room index when a
+// connection of user joins it (once per writerRefresh): a room a user is
+// in has an unread count, and the connection's appends need not record it
+// (touchWriters finds the pair done), which keeps that ZADD off the
+// message path.
+func (s *Store) queueJoined(ctx context.Context, pipe redis.Pipeliner, room, user string) touches {
+	now := time.Now()
+	if user == "" || !s.writers.due(userRoom{user, room}, now) {
+		return nil
 	}
-	if w.seen == nil || len(w.seen) >= maxWriterCache {
-		w.seen = make(map[userRoom]time.Time)
-	}
-	w.seen[k] = now
-	return true
+	return touches{{s.queueUserRooms(ctx, pipe, user, now, room), func() { s.writers.forget(userRoom{user, room}) }}}
 }
 
-// touchWriters records, in the batch's pipeline, the rooms the batch's
+// touchWriters adds to t, in the batch's pipeline, the rooms the batch's
 // users wrote to in their room indexes (see Unread): a ZADD per user whose
-// pair is due, usually none. Advisory, like the rooms set.
-func (s *Store) touchWriters(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall) {
-	now := time.Now()
+// pair is due, usually none (a session's pair was recorded when it joined:
+// Store.Joined). Advisory, like the rooms list.
+func (s *Store) touchWriters(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, now time.Time, t touches) touches {
 	var byUser map[string][]string
 	for _, c := range calls {
-		if c.err != nil || c.m.User == "" || !s.writers.due(c.m.User, c.room, now) {
+		if c.err != nil || c.m.User == "" || !s.writers.due(userRoom{c.m.User, c.room}, now) {
 			continue
 		}
 		if byUser == nil {
@@ -190,6 +172,11 @@ func (s *Store) touchWriters(ctx context.Context, pipe redis.Pipeliner, calls []
 		byUser[c.m.User] = append(byUser[c.m.User], c.room)
 	}
 	for user, rooms := range byUser {
-		s.queueUserRooms(ctx, pipe, user, now, rooms...)
+		t = append(t, touched{s.queueUserRooms(ctx, pipe, user, now, rooms...), func() {
+			for _, r := range rooms {
+				s.writers.forget(userRoom{user, r})
+			}
+		}})
 	}
+	return t
 }

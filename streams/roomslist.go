@@ -1,0 +1,102 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// roomsLookahead bounds the rooms below a list's cut that Rooms looks at
+// for ones newer than their score says: a pipeline of that many
+// XREVRANGEs is a few ms of Redis work.
+const roomsLookahead = 1000
+
+// Room is a room in the rooms list.
+type Room struct {
+	Name         string
+	LastID       ID
+	LastActivity time.Time
+}
+
+// Rooms lists up to limit rooms, most recently active first. A room whose
+// stream was deleted is left out (and left in the set: removing it here
+// could race with a new first message in it).
+//
+// A room's score in the rooms list moves once per roomTouchEvery, so it
+// may lag the room's last message by that much: the order comes from each
+// room's newest entry, and the rooms just below the cut whose score is
+// within roomTouchEvery of it are looked at too, since they may be newer.
+func (s *Store) Rooms(ctx context.Context, limit int) ([]Room, error) {
+	rooms := make([]Room, 0, min(limit, 100))
+	listed := map[string]bool{}
+	var offset int64
+	var floor float64
+	for len(rooms) < limit {
+		zs, err := s.rdb.ZRevRangeWithScores(ctx, s.keys.Rooms(), offset, offset+int64(limit-len(rooms))-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list rooms: %w", err)
+		}
+		if len(zs) == 0 {
+			break
+		}
+		offset += int64(len(zs))
+		floor = zs[len(zs)-1].Score
+		if rooms, err = s.appendRooms(ctx, rooms, listed, zs); err != nil {
+			return nil, err
+		}
+	}
+	if len(rooms) == limit {
+		// The rooms listed at the floor come again: appendRooms skips them.
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.keys.Rooms(), &redis.ZRangeBy{
+			Max: strconv.FormatFloat(floor, 'f', -1, 64), Min: strconv.FormatFloat(floor-float64(roomTouchEvery.Milliseconds()), 'f', -1, 64),
+			Count: int64(limit + roomsLookahead),
+		}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list rooms: %w", err)
+		}
+		if rooms, err = s.appendRooms(ctx, rooms, listed, zs); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(rooms, func(a, b Room) int { return b.LastActivity.Compare(a.LastActivity) })
+	return rooms[:min(len(rooms), limit)], nil
+}
+
+// appendRooms adds to rooms those of zs whose stream exists and that
+// rooms does not hold yet (the set may change between two reads of it),
+// each with its newest entry (one pipeline).
+func (s *Store) appendRooms(ctx context.Context, rooms []Room, listed map[string]bool, zs []redis.Z) ([]Room, error) {
+	if len(zs) == 0 {
+		return rooms, nil
+	}
+	pipe := s.rdb.Pipeline()
+	lasts := make([]*redis.XMessageSliceCmd, len(zs))
+	for i, z := range zs {
+		lasts[i] = pipe.XRevRangeN(ctx, s.keys.Messages(asString(z.Member)), "+", "-", 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("list rooms: %w", err)
+	}
+	now := time.Now().UnixMilli()
+	for i, z := range zs {
+		name, msgs := asString(z.Member), lasts[i].Val()
+		if len(msgs) == 0 || listed[name] {
+			continue // the stream was deleted (the room is gone), or listed already
+		}
+		listed[name] = true
+		id, _ := ParseID(msgs[0].ID)
+		// The newest ID says when the last message came, whoever added
+		// it, unless it was given by hand (then it says nothing of time).
+		at := int64(z.Score)
+		if id.Ms > uint64(max(at, 0)) && id.Ms <= uint64(now) {
+			at = int64(id.Ms)
+		}
+		rooms = append(rooms, Room{Name: name, LastID: id, LastActivity: time.UnixMilli(at)})
+	}
+	return rooms, nil
+}
