@@ -57,7 +57,7 @@ type Subscription struct {
 	hub    *Hub
 	room   *tailedRoom
 	notify func()
-	gap    catchUpGap // gap.go
+	gap    catchUpGap // livegap.go
 	// rolled is set by the tail when the room was rolled back (rollback.go),
 	// rollback is what Next made of it, for whoever calls Next.
 	rolled   atomic.Pointer[rollbackNews]
