@@ -42,12 +42,9 @@ type feed struct {
 	user   string
 	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
 
-	hasSince bool
-	since    streams.ID
-	epoch    string // the epoch the client last saw, if any
-	// sinceIsEventID: since came as an SSE Last-Event-ID, which moves on
-	// while the epoch in the stream's URL stays what it was (staleEpoch).
-	sinceIsEventID bool
+	// resume is where the client asks to start (since, epoch), from the
+	// handshake's joinRequest; the join plans from it (join.go).
+	resume streams.Resume
 
 	sub    *streams.Subscription
 	member string // presence member "user:connid" (presence.go)
@@ -60,6 +57,7 @@ type feed struct {
 	sink frameSink
 
 	// Owned by the writer.
+	epoch   string // the room's epoch, from the join's plan: ready's
 	joined  bool
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
@@ -124,7 +122,7 @@ func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 	if err != nil {
 		return false, readError{err}
 	}
-	if err := f.announceGap(); err != nil { // gap.go
+	if err := f.announceGap(); err != nil { // livegap.go
 		return false, err
 	}
 	for _, e := range entries {
