@@ -242,7 +242,7 @@ func (s *Store) replay(ctx context.Context, room string, p Plan, seen *History, 
 // replay's first catch-up read does not announce again what the plan's
 // gaps did (GapChecked), only what was trimmed after the plan looked.
 func (s *Subscription) Joined(p Plan) {
-	s.Epoch(p.Epoch)
+	s.sawEpoch(p.Epoch)
 	if p.Start == StartAfter {
 		s.GapChecked(p.After, p.seen)
 	}

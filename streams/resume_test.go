@@ -3,6 +3,7 @@ package streams_test
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/xroom/xroom/streams"
 )
@@ -117,7 +118,7 @@ func TestPlanResumeFromSince(t *testing.T) {
 	}
 	trimmed := streams.Gap{Reason: streams.GapTrimmed, Oldest: ids[10]}
 	wantPlan(t, "since trimmed", e.planOf("lobby", since(ids[2]), none), streams.StartAfter, ids[2], ids[19], trimmed)
-	wantPlan(t, "since just before the oldest", e.planOf("lobby", since(ids[9]), none), streams.StartAfter, ids[9], ids[19])
+	wantPlan(t, "since the oldest retained", e.planOf("lobby", since(ids[10]), none), streams.StartAfter, ids[10], ids[19])
 	wantPlan(t, "since trimmed, replay over the cap", e.planOf("lobby", since(ids[2]), capped), streams.StartAfter, ids[15], ids[19],
 		trimmed, streams.Gap{Reason: streams.GapLimited, Oldest: ids[16]})
 }
@@ -169,5 +170,34 @@ func TestJoinedPlanGapIsNotReportedAgain(t *testing.T) {
 	}
 	if oldest, ok := s.sub.Gap(); ok {
 		t.Fatalf("Gap after the plan announced it = %v", oldest)
+	}
+}
+
+// A plan of a new epoch drops what the room's buffer holds of the old
+// history: a replay from the oldest entry gets only what Redis holds now.
+func TestJoinedNewEpochDropsTheOldHistory(t *testing.T) {
+	h := newHubEnv(t, streams.HubOptions{Block: 200 * time.Millisecond})
+	s := h.subscribe("lobby")
+	old := h.addN("lobby", "ana", 3)
+	s.waitHead(old[2])
+	first, err := h.store.PlanResume(ctx10(t), "lobby", streams.Resume{}, streams.ResumeLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sub.Joined(first)
+	// Redis loses the room, epoch and all; the room goes on.
+	if err := h.rdb.Del(ctx10(t), h.key("lobby"), h.store.Keys().Epoch("lobby")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := h.addN("lobby", "bo", 2)
+	s.waitHead(fresh[1])
+	p, err := h.store.PlanResume(ctx10(t), "lobby", streams.Resume{At: streams.Position{Epoch: first.Epoch}}, streams.ResumeLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPlan(t, "after the loss", p, streams.StartAfter, streams.Zero, fresh[1], streams.Gap{Reason: streams.GapReset, Oldest: fresh[0]})
+	s.sub.Joined(p)
+	if got := entryPtrIDs(s.next(p.After, 10)); !slices.Equal(got, fresh) {
+		t.Fatalf("replay after a new epoch = %v, want only what Redis holds %v", got, fresh)
 	}
 }

@@ -83,12 +83,12 @@ func (s *Subscription) Close() {
 	}
 }
 
-// Epoch tells the room's tail which incarnation of the room's history the
-// caller found in Redis (Store.Epoch). When it differs from the one seen
+// sawEpoch tells the room's tail which incarnation of the room's history a
+// join found in Redis (Joined, with the plan's epoch). When it differs from the one seen
 // before, Redis lost the room (FLUSHALL, a restart without persistence):
 // the entries in memory are gone from Redis, so they are dropped and
 // subscribers behind the tail read what Redis holds now.
-func (s *Subscription) Epoch(epoch string) {
+func (s *Subscription) sawEpoch(epoch string) {
 	r := s.room
 	r.mu.Lock()
 	defer r.mu.Unlock()
