@@ -42,12 +42,9 @@ type feed struct {
 	user   string
 	compat bool // no xroom.v1 subprotocol: only frames that carry "message"
 
-	hasSince bool
-	since    streams.ID
-	epoch    string // the epoch the client last saw, if any
-	// sinceIsEventID: since came as an SSE Last-Event-ID, which moves on
-	// while the epoch in the stream's URL stays what it was (staleEpoch).
-	sinceIsEventID bool
+	// resume is where the client asks to start (since, epoch), from the
+	// handshake's joinRequest; the join plans from it (join.go).
+	resume streams.Resume
 
 	sub    *streams.Subscription
 	member string // presence member "user:connid" (presence.go)
@@ -60,6 +57,7 @@ type feed struct {
 	sink frameSink
 
 	// Owned by the writer.
+	epoch   string // the room's epoch, from the join's plan: ready's
 	joined  bool
 	ready   bool
 	readyAt streams.ID // entries up to here are history, after it live
@@ -124,7 +122,7 @@ func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 	if err != nil {
 		return false, readError{err}
 	}
-	if err := f.announceGap(); err != nil { // gap.go
+	if err := f.announceGap(); err != nil {
 		return false, err
 	}
 	for _, e := range entries {
@@ -158,4 +156,28 @@ func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 		}
 	}
 	return !f.ready || len(entries) == cap(buf), nil
+}
+
+// Gaps found after the join are announced in the stream of entries: a
+// failover that rolled back entries the connection was sent, or a
+// catch-up read that skipped trimmed entries (streams/livegap.go). The
+// join's own gaps come from its plan (join.go).
+//
+// announceGap tells the client, before the entries of the same pass, that
+// a failover rolled back entries it was sent, or that a catch-up read
+// skipped entries trimmed away while it was behind. The
+// compatible dialect is not told (sendGap): its frames all carry a message.
+func (f *feed) announceGap() error {
+	if last, ok := f.sub.RolledBack(); ok {
+		// A failover lost entries this connection was sent: say so before
+		// anything newer (the entries that follow come after last).
+		f.log.Warn("the room was rolled back under the connection", "last_kept", last.String())
+		return f.sendGap("rolled_back", last)
+	}
+	oldest, ok := f.sub.Gap()
+	if !ok {
+		return nil
+	}
+	f.log.Info("connection fell behind the room's retained history", "oldest", oldest.String(), "cursor", f.cursor.String())
+	return f.sendGap("trimmed", oldest)
 }

@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/netip"
@@ -282,21 +281,4 @@ func (s *Server) admitIP(sess *session, ip netip.Addr) (release func(), ok bool)
 		return nil, false
 	}
 	return func() { s.guard.releaseIP(ip) }, true
-}
-
-// limitReplay keeps the replay from the feed's cursor to the newest
-// MaxReplay entries. When it cuts, the client is told with a gap of reason
-// "limited" whose oldest_id is the first entry it will get; the older ones
-// are still in Redis (GET /api/rooms/{room}/messages?before=oldest_id).
-func (f *feed) limitReplay(ctx context.Context) error {
-	most := f.srv.guard.limits.MaxReplay
-	if most <= 0 {
-		return nil
-	}
-	start, first, limited, err := f.srv.hub.Store().ReplayStart(ctx, f.room, f.cursor, most)
-	if err != nil || !limited {
-		return err
-	}
-	f.cursor = start
-	return f.sendGap("limited", first)
 }

@@ -91,7 +91,7 @@ func (s *Server) runStream(st *sseStream, conn net.Conn, ip netip.Addr, header [
 		return
 	}
 	st.follow(sub)
-	st.log.Debug("stream opened", "since", st.since.String(), "last_event_id", st.sinceIsEventID)
+	st.log.Debug("stream opened", "since", st.resume.At.ID.String(), "last_event_id", st.resume.EventID)
 	// The head goes out at once, before the join reads Redis: EventSource
 	// is open from here on.
 	err = st.wire.header(header)

@@ -44,14 +44,12 @@ const (
 type joinRequest struct {
 	room string // its own copy: Fiber's points into the reused request
 	user string // the token's subject with authentication, else ?user= or an anon- name
-	// hasSince and since are the client's position (?since=, or for SSE
-	// Last-Event-ID); sinceIsEventID says it came as Last-Event-ID.
-	hasSince       bool
-	since          streams.ID
-	sinceIsEventID bool
-	epoch          string     // ?epoch=: the epoch the client last saw, if any
-	claims         *Claims    // the token's claims; nil without authentication
-	ip             netip.Addr // the client's address (clientIP), counted against MaxConnsPerIP
+	// resume is the client's position: ?since= (or for SSE Last-Event-ID)
+	// and ?epoch=, the epoch the client last saw. The join plans from it
+	// (streams.Store.PlanResume).
+	resume streams.Resume
+	claims *Claims    // the token's claims; nil without authentication
+	ip     netip.Addr // the client's address (clientIP), counted against MaxConnsPerIP
 }
 
 // joinKey holds the *joinRequest in the request's locals, from beforeJoin
@@ -60,7 +58,7 @@ const joinKey = "xroom.join"
 
 // feed is the start of a connection's feed: its room, user and position.
 func (r *joinRequest) feed(s *Server) feed {
-	return feed{srv: s, room: r.room, user: r.user, hasSince: r.hasSince, since: r.since, sinceIsEventID: r.sinceIsEventID, epoch: r.epoch}
+	return feed{srv: s, room: r.room, user: r.user, resume: r.resume}
 }
 
 // beforeJoin runs the checks every chat connection passes before it is
@@ -90,8 +88,8 @@ func (s *Server) beforeJoin(c *fiber.Ctx, from sinceSource) error {
 		return err
 	}
 	if args.Has("epoch") {
-		req.epoch = string(args.Peek("epoch"))
-		if !validEpoch(req.epoch) {
+		req.resume.At.Epoch = string(args.Peek("epoch"))
+		if !validEpoch(req.resume.At.Epoch) {
 			return apiError(c, fiber.StatusBadRequest, "bad_epoch", "epoch is the value of a ready frame's epoch field")
 		}
 	}
@@ -108,7 +106,7 @@ func readSince(c *fiber.Ctx, from sinceSource, req *joinRequest) (bool, error) {
 			if err != nil {
 				return false, apiError(c, fiber.StatusBadRequest, "bad_last_event_id", "Last-Event-ID is the id of an event of this stream: a stream ID such as 1732380000000-0")
 			}
-			req.hasSince, req.since, req.sinceIsEventID = true, since, true
+			req.resume.At.ID, req.resume.Since, req.resume.EventID = since, true, true
 			return true, nil
 		}
 	}
@@ -118,7 +116,7 @@ func readSince(c *fiber.Ctx, from sinceSource, req *joinRequest) (bool, error) {
 		if err != nil {
 			return false, apiError(c, fiber.StatusBadRequest, "bad_since", "since is a stream ID such as 1732380000000-0, or 0 for all history")
 		}
-		req.hasSince, req.since = true, since
+		req.resume.At.ID, req.resume.Since = since, true
 	}
 	return true, nil
 }

@@ -159,7 +159,7 @@ type HubStats struct {
 	Stalls       atomic.Int64 // times rooms became unavailable (health.go)
 	CatchUps     atomic.Int64 // reads from Redis by a subscriber behind the buffer
 	Skipped      atomic.Int64 // entries without a message field
-	Gaps         atomic.Int64 // catch-up reads that found entries lost to trimming (gap.go)
+	Gaps         atomic.Int64 // catch-up reads that found entries lost to trimming (livegap.go)
 	RollBacks    atomic.Int64 // rooms found rolled back by a failover (rollback.go)
 	LostAcked    atomic.Int64 // acknowledged entries found gone before the tail read them (owed.go)
 }

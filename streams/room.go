@@ -65,7 +65,7 @@ type Subscription struct {
 	hub    *Hub
 	room   *tailedRoom
 	notify func()
-	gap    catchUpGap // gap.go
+	gap    catchUpGap // livegap.go
 	// rolled is set by the tail when the room was rolled back (rollback.go),
 	// rollback is what Next made of it, for whoever calls Next.
 	rolled   atomic.Pointer[rollbackNews]
@@ -91,12 +91,12 @@ func (s *Subscription) Close() {
 	}
 }
 
-// Epoch tells the room's tail which incarnation of the room's history the
-// caller found in Redis (Store.Epoch). When it differs from the one seen
+// sawEpoch tells the room's tail which incarnation of the room's history a
+// join found in Redis (Joined, with the plan's epoch). When it differs from the one seen
 // before, Redis lost the room (FLUSHALL, a restart without persistence):
 // the entries in memory are gone from Redis, so they are dropped and
 // subscribers behind the tail read what Redis holds now.
-func (s *Subscription) Epoch(epoch string) {
+func (s *Subscription) sawEpoch(epoch string) {
 	r := s.room
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -232,13 +232,6 @@ func (s *Store) Epoch(ctx context.Context, room string) (string, error) {
 	return asString(res), nil
 }
 
-// Gap reports whether entries after since were trimmed or deleted, and the
-// oldest retained ID (Zero when the room is empty). See History.Trimmed.
-func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
-	h, err := s.History(ctx, room)
-	return err == nil && h.Trimmed(since), h.Oldest, err
-}
-
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.rdb.Ping(ctx).Err()

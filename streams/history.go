@@ -1,5 +1,9 @@
 package streams
 
+// Where a room's stream stands (one XINFO STREAM), and the rules that
+// judge a position against it: at a join (resume.go) and on a catch-up
+// read (livegap.go).
+
 import (
 	"context"
 	"errors"
@@ -84,61 +88,6 @@ func (h History) sameRemovals(o *History) bool {
 // out: a position in some other history than the room's current one.
 func (h History) Beyond(id ID) bool { return h.hasLast && h.Last.Less(id) }
 
-// catchUpGap is what a subscription knows about gaps in its catch-up
-// reads. Like the cursor, it belongs to whoever calls Next (one goroutine
-// at a time).
-type catchUpGap struct {
-	found   bool
-	oldest  ID
-	checked ID // a catch-up read from here is judged against seen (GapChecked)
-	settled bool
-	seen    *History
-}
-
-// GapChecked tells the subscription that the caller has already dealt
-// with what may be missing after at (a join's own gap check), so that one
-// gap is not announced twice. seen is the History the caller judged by: a
-// catch-up read from at reports a gap only if entries were removed since
-// (trimming between the caller's look and the read). A nil seen means
-// nothing before at can be missing (a replay from the oldest entry).
-func (s *Subscription) GapChecked(at ID, seen *History) {
-	s.gap.checked, s.gap.settled, s.gap.seen = at, true, seen
-}
-
-// Gap reports, once, whether the last Next skipped entries that were
-// trimmed or deleted from Redis before they could be read, and the oldest
-// entry retained then. The entries Next returned come after the gap.
-func (s *Subscription) Gap() (oldest ID, ok bool) {
-	g := &s.gap
-	oldest, ok = g.oldest, g.found
-	g.found, g.oldest = false, Zero
-	return oldest, ok
-}
-
-// checkGap decides, for a catch-up read from cursor that returned es,
-// whether entries after cursor were lost, by the rule of Store.Gap. It
-// costs one XINFO per catch-up read (a page of up to cap(dst) entries),
-// never on reads served from memory.
-func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) error {
-	checked := s.gap.settled && s.gap.checked == cursor
-	if checked && s.gap.seen == nil {
-		return nil
-	}
-	h, err := s.hub.store.History(ctx, s.room.name)
-	if err != nil {
-		return err
-	}
-	if !h.Trimmed(cursor) || checked && h.sameRemovals(s.gap.seen) {
-		return nil
-	}
-	s.gap.found, s.gap.oldest = true, h.Oldest
-	if len(es) > 0 && (h.Oldest.IsZero() || es[0].ID.Less(h.Oldest)) {
-		s.gap.oldest = es[0].ID // trimmed further since the read: name what comes next
-	}
-	s.hub.stats.Gaps.Add(1)
-	return nil
-}
-
 // Holds reports whether the room's stream holds the entry id.
 func (s *Store) Holds(ctx context.Context, room string, id ID) (bool, error) {
 	key := s.keys.Messages(room)
@@ -147,4 +96,11 @@ func (s *Store) Holds(ctx context.Context, room string, id ID) (bool, error) {
 		return false, fmt.Errorf("look for %s in %s: %w", id, key, err)
 	}
 	return len(msgs) == 1, nil
+}
+
+// Gap reports whether entries after since were trimmed or deleted, and the
+// oldest retained ID (Zero when the room is empty). See History.Trimmed.
+func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
+	h, err := s.History(ctx, room)
+	return err == nil && h.Trimmed(since), h.Oldest, err
 }
