@@ -37,6 +37,7 @@ type config struct {
 	Limits              handlers.Limits // rates, connections per address, replay size
 	TailBuffer          int
 	TailMode            streams.TailMode
+	TailNoReadBack      bool // TAIL_READ_BACK=false
 	RedisPoolSize       int
 	AckReplicas         int           // REDIS_ACK_REPLICAS: replicas WAIT must confirm before an ack
 	AckTimeout          time.Duration // REDIS_ACK_TIMEOUT: how long that WAIT may take
@@ -207,6 +208,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.TailMode = m
 	}
+	c.TailNoReadBack = !r.boolean("TAIL_READ_BACK", true)
 	if !validPrefix(c.Prefix) {
 		r.fail("CHAT_PREFIX", c.Prefix, "want 1 to 64 characters from A-Z a-z 0-9 . _ - :")
 	}

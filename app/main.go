@@ -103,7 +103,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	x := wiring.Build(rdb, blocking, wiring.Options{
 		Store:    streams.Options{Prefix: cfg.Prefix, MaxLen: cfg.HistoryMaxLen, DedupWindow: cfg.DedupWindow, AckReplicas: cfg.AckReplicas, AckTimeout: cfg.AckTimeout},
-		Hub:      streams.HubOptions{Buffer: cfg.TailBuffer, Mode: cfg.TailMode},
+		Hub:      streams.HubOptions{Buffer: cfg.TailBuffer, Mode: cfg.TailMode, NoReadBack: cfg.TailNoReadBack},
 		Presence: streams.PresenceOptions{TTL: cfg.PresenceTTL, Heartbeat: cfg.PresenceHeartbeat, MaxMembers: cfg.PresenceMaxMembers},
 		Webhook:  webhook,
 		Publish:  cfg.Hooks.Publish,

@@ -6,9 +6,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -110,10 +112,12 @@ func TestAckAndOwnMessageShareOneWrite(t *testing.T) {
 }
 
 // An ack waiting for its message does not wait for a tail that is stuck:
-// it goes alone, and the message follows when the tail reads it.
+// it goes alone, and the message follows when the tail reads it. (The
+// tail's path: with the read back, the message comes in the append's own
+// round trip, and a stuck read is a stuck append.)
 func TestAckDoesNotWaitForAStuckTail(t *testing.T) {
 	tail := newGate(func(name string) bool { return name == "xread" })
-	ts := startServer(t, func(o *options) { o.tailHook = tail })
+	ts := startServer(t, func(o *options) { o.tailHook = tail; o.hub.NoReadBack = true })
 	c := ts.dial("stuck", "user=alice", true)
 	c.expect("ready")
 	tail.hold(t)
@@ -133,10 +137,11 @@ func TestAckDoesNotWaitForAStuckTail(t *testing.T) {
 // Entries that arrive while a sender's own append is in flight wait for
 // its ack only briefly: an append whose reply is stuck does not hold back
 // the room, neither the sender's own message (already in the stream) nor
-// others'.
+// others'. (The tail's path: a read back waits for its append's reply,
+// see TestReadBackWaitsForItsAppend.)
 func TestMessagesDoNotWaitForAStuckAppend(t *testing.T) {
 	appends := newGate(func(name string) bool { return name == "evalsha" || name == "eval" })
-	ts := startServer(t, func(o *options) { o.storeHook = appends })
+	ts := startServer(t, func(o *options) { o.storeHook = appends; o.hub.NoReadBack = true })
 	c := ts.dial("busy", "user=alice", true)
 	c.expect("ready")
 	appends.hold(t)
@@ -158,5 +163,50 @@ func TestMessagesDoNotWaitForAStuckAppend(t *testing.T) {
 	appends.release()
 	if f := c.expect("ack"); f.ClientID != "c1" || f.Duplicate {
 		t.Fatalf("got %+v, want alice's ack", f)
+	}
+}
+
+// With the read back (the default on a single node), a sender's message
+// comes with its ack, from the append's own round trip: while that reply
+// is held, neither comes, and once it comes both do, in one write.
+func TestReadBackWaitsForItsAppend(t *testing.T) {
+	appends := newGate(func(name string) bool { return name == "evalsha" || name == "eval" })
+	ts := startServer(t, func(o *options) { o.storeHook = appends })
+	c := ts.dial("rb", "user=alice", true)
+	c.expect("ready")
+	testkit.Eventually(t, 10*time.Second, "an append read back", func() bool {
+		c.send(map[string]string{"type": "message", "message": "warm", "client_id": fmt.Sprint("w", time.Now().UnixNano())})
+		c.expect("ack")
+		c.expect("message")
+		return ts.hub.Stats().ReadBacks.Load() > 0
+	})
+	appends.hold(t)
+	c.send(map[string]string{"type": "message", "message": "mine", "client_id": "c1"})
+	frames := make(chan frame, 2)
+	go func() {
+		for range 2 {
+			frames <- c.next()
+		}
+	}()
+	select {
+	case f := <-frames:
+		t.Fatalf("got %+v while the append's reply was held", f)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if appends.held.Load() == 0 {
+		t.Fatal("alice's append was not held: the test proves nothing")
+	}
+	reads := ts.hub.Stats().ReadBacks.Load()
+	appends.release()
+	got := map[string]bool{}
+	for range 2 {
+		f := <-frames
+		if f.ClientID != "c1" {
+			t.Fatalf("got %+v, want c1's ack and message", f)
+		}
+		got[f.Type] = true
+	}
+	if !got["ack"] || !got["message"] || ts.hub.Stats().ReadBacks.Load() == reads {
+		t.Fatalf("got %v (read backs %d → %d), want c1's ack and its message read back", got, reads, ts.hub.Stats().ReadBacks.Load())
 	}
 }

@@ -78,6 +78,10 @@ type HubOptions struct {
 	ReadCount int
 	// Mode forces a tail mode; ModeAuto (the default) chooses.
 	Mode TailMode
+	// NoReadBack turns off reading back this instance's appends in their
+	// own pipeline (readback.go; TAIL_READ_BACK=false): every append is
+	// then read by the tail, on its keyspace notification.
+	NoReadBack bool
 	// Block is how long one blocking XREAD over a group of rooms waits
 	// before it is issued again (ModeBlocking).
 	Block time.Duration

@@ -51,7 +51,7 @@ func (h *Hub) setup() {
 		}
 	}
 	h.mode.Store(int32(mode))
-	if mode == ModeNotify && !cluster && !sentinel(h.store.rdb) {
+	if mode == ModeNotify && !cluster && !sentinel(h.store.rdb) && !h.opt.NoReadBack && h.store.ackReplicas == 0 {
 		h.store.tail.CompareAndSwap(nil, h) // one hub per store reads back (readback.go)
 	}
 	close(h.modeSet)

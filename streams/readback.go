@@ -29,7 +29,13 @@ import (
 // append may still run on a pooled connection to the demoted primary after
 // a failover, and its read back would deliver entries the new primary
 // lacks without the tail's rollback check (TestFaultSentinelGracefulFailover
-// caught it); without notifications there is nothing to skip.
+// caught it); without notifications there is nothing to skip. Nor with
+// REDIS_ACK_REPLICAS: the pipeline's reply waits for its WAIT, and the
+// room's local delivery would wait with it.
+//
+// A claimed room is read by nobody else until the append's reply comes:
+// its local delivery waits for that round trip, as it would for the
+// tail's read. TAIL_READ_BACK=false (HubOptions.NoReadBack) turns it off.
 
 // readBack is the read of one append pipeline: the rooms it claimed, each
 // with the doorbell generation it was claimed under.
