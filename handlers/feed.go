@@ -118,8 +118,8 @@ func (f *feed) sendGap(reason string, oldest streams.ID) error {
 // another pass is due right away.
 func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 	p := f.phase()
-	if p >= phaseClosing {
-		return false, nil // asked to close meanwhile: the close goes next, alone
+	if p != phaseReplaying && p != phaseLive {
+		return false, nil // not joined yet, or asked to close: the close goes next, alone
 	}
 	ready := p == phaseLive // this pass's view: a close asked for meanwhile does not change it
 	// Served from memory unless this connection is behind; the hub bounds
