@@ -17,84 +17,87 @@ const ackHold = 5 * time.Millisecond
 // appendStarted and appendDone bracket the reader's append: entries the
 // tail announces meanwhile wait (at most ackHold) for the ack, which is
 // about to come with one of them. appendDone returns whether a
-// notification was held, which the caller passes to wake after queueing
-// the ack (or error).
-func (s *session) appendStarted() { s.appending.Store(true) }
+// notification was held: the caller kicks the writer for it after
+// queueing the ack (or error).
+func (w *writer) appendStarted() { w.appending.Store(true) }
 
-func (s *session) appendDone() (held bool) {
-	s.appending.Store(false)
-	return s.heldKick.Swap(false)
+func (w *writer) appendDone() (held bool) {
+	w.appending.Store(false)
+	return w.heldKick.Swap(false)
 }
 
-// wake wakes the writer for a notification appendDone reported held.
-func (s *session) wake(held bool) {
-	if held {
-		s.kick()
-	}
-}
-
-// notifyDuringAppend is the hub's notification while the reader's append
-// is in flight: it holds the kick for the append's ack, with ackHold as
-// the bound. false: no append is in flight, kick as usual.
-func (s *session) notifyDuringAppend() bool {
-	if !s.appending.Load() {
+// holdForAck is notify's check while the reader's append is in flight: it
+// holds the notification for the append's ack, with ackHold as the bound.
+// false: no append is in flight, kick as usual.
+func (w *writer) holdForAck() bool {
+	if !w.appending.Load() {
 		return false
 	}
-	s.heldKick.Store(true)
-	if !s.appending.Load() && s.heldKick.Swap(false) {
+	w.heldKick.Store(true)
+	if !w.appending.Load() && w.heldKick.Swap(false) {
 		// The append ended between the two loads, and its reader may have
 		// looked for a held notification before this one was set.
-		s.kick()
+		w.kick()
 		return true
 	}
-	s.armAckTimer()
+	w.armAckTimer()
 	return true
 }
 
 // armAckTimer makes sure the writer is woken within ackHold if what was
 // held is still waiting then.
-func (s *session) armAckTimer() {
-	s.mu.Lock()
-	if s.ackTimer == nil {
-		s.ackTimer = time.AfterFunc(ackHold, s.ackTimeout)
+func (w *writer) armAckTimer() {
+	w.mu.Lock()
+	if w.ackTimer == nil {
+		w.ackTimer = time.AfterFunc(ackHold, w.ackTimeout)
 	} else {
-		s.ackTimer.Reset(ackHold)
+		w.ackTimer.Reset(ackHold)
 	}
-	s.mu.Unlock()
+	w.mu.Unlock()
 }
 
-// ackTimeout wakes the writer for a held notification or a queued ack
+// ackTimeout kicks the writer for a held notification or a queued ack
 // that nothing has written yet. Usually the pair has gone out long before,
 // and it does nothing: no writer goroutine starts for nothing.
-func (s *session) ackTimeout() {
-	if s.heldKick.Swap(false) || len(s.control) > 0 {
-		s.kick()
+func (w *writer) ackTimeout() {
+	if w.heldKick.Swap(false) || len(w.control) > 0 {
+		w.kick()
+	}
+}
+
+// queue hands a frame to the writer. It waits while the queue is full, so
+// a client that never reads stops being read from.
+func (w *writer) queue(frame []byte) {
+	select {
+	case w.control <- frame:
+		w.kick()
+	case <-w.ctx.Done():
 	}
 }
 
 // queueAck hands the ack of the append that got id to the writer. When the
-// room's tail has not read that entry yet, the writer is not woken: the
+// room's tail has not read that entry yet, the writer is not kicked: the
 // tail's notification, which comes with the entry, writes the ack and the
-// entry in one pass (one system call), and a timer wakes it after ackHold
+// entry in one pass (one system call), and a timer kicks it after ackHold
 // in case the entry is late. Either way the ack is in the queue before the
 // writer's next pass, so it is never later than that pass.
-func (s *session) queueAck(frame []byte, id streams.ID) {
-	if !s.subscribed.Load() || !s.sub.Head().Less(id) {
-		s.queue(frame) // no tail to wait for, or it has the entry already
+func (w *writer) queueAck(frame []byte, id streams.ID) {
+	if w.phase() < phaseJoining || !w.sub.Head().Less(id) {
+		w.queue(frame) // no tail to wait for, or it has the entry already
 		return
 	}
 	select {
-	case s.control <- frame:
+	case w.control <- frame:
 	default:
-		s.queue(frame) // full: wait for room, waking the writer
+		w.queue(frame) // full: wait for room, kicking the writer
 		return
 	}
-	// The tail may have pushed the entry (and woken the writer, which may
+	// The tail may have pushed the entry (and kicked the writer, which may
 	// have run already) between the check above and the queueing: then
-	// nothing else would wake the writer for this ack before the timer.
-	if !s.sub.Head().Less(id) {
-		s.kick()
+	// nothing else would kick the writer for this ack before the timer.
+	if !w.sub.Head().Less(id) {
+		w.kick()
 		return
 	}
-	s.armAckTimer()
+	w.armAckTimer()
 }

@@ -109,8 +109,9 @@ func (s *session) storeRun(run []outgoing) {
 	s.appendStarted()
 	results := s.srv.hub.Store().AppendMany(ctx, s.room, ms)
 	cancel()
-	held := s.appendDone()
-	defer s.wake(held) // after the acks and errors are queued
+	if s.appendDone() { // a notification was held: kick for it after the acks and errors are queued
+		defer s.kick()
+	}
 	for i, r := range results {
 		m := &ms[i]
 		if r.Err != nil {

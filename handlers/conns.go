@@ -13,25 +13,21 @@ import (
 )
 
 // serveWS runs one WebSocket session: it subscribes to the room, starts the
-// writer for the replay, and reads client frames until the end.
+// writer on the join, and reads client frames until the end.
 func (s *Server) serveWS(c *websocket.Conn) {
 	req := c.Locals(joinKey).(*joinRequest)
 	room := req.room
-	sess := &session{
-		feed:    req.feed(s),
-		conn:    c.Conn,
-		control: make(chan []byte, controlQueue),
-	}
+	sess := &session{writer: writer{feed: req.feed(s), control: make(chan []byte, controlQueue)}, conn: c.Conn}
 	sess.compat = c.Subprotocol() != Subprotocol
 	sess.readConn = streams.RandomName(8)
-	sess.sink = &sess.wire
+	sess.attach(&sess.ws)
 	sess.ctx, sess.cancel = context.WithCancel(context.Background())
 	defer sess.cancel()
 	sess.expires.Store(tokenDeadline(req.claims))
 	sess.log = sessionLog{base: s.log, room: room, user: sess.user, remote: c.RemoteAddr().String()}
 
-	sess.wire.conn = rawConn(c.Conn)
-	sess.wire.wait = s.cfg.WriteWait
+	sess.raw = rawConn(c.Conn)
+	sess.ws.conn, sess.ws.wait = sess.raw, s.cfg.WriteWait
 	if !s.track(sess) {
 		return
 	}
@@ -54,8 +50,7 @@ func (s *Server) serveWS(c *websocket.Conn) {
 	sess.log.Debug("joined", "compat", sess.compat)
 
 	sess.startPings()
-	sess.subscribed.Store(true) // after sess.sub is set: notify may kick now
-	sess.kick()                 // the writer sends the history
+	sess.begin() // after sess.sub is set: notify may kick now, and the writer sends the join
 	sess.readLoop()
 	sess.close() // no writer runs after this: sess.member is settled
 	sess.leavePresence()

@@ -55,11 +55,12 @@ type feed struct {
 	// ctx ends with the connection: Redis reads made for it stop then too.
 	ctx  context.Context
 	sink frameSink
+	// life is the connection's phase (writer.go): joining, replaying, live,
+	// closing. Any goroutine may read it.
+	life
 
 	// Owned by the writer.
-	epoch   string // the room's epoch, from the join's plan: ready's
-	joined  bool
-	ready   bool
+	epoch   string     // the room's epoch, from the join's plan: ready's
 	readyAt streams.ID // entries up to here are history, after it live
 	cursor  streams.ID // the newest entry this connection has passed
 	evSeq   uint64     // the last presence event this connection has passed
@@ -76,9 +77,10 @@ func (f *feed) follow(sub *streams.Subscription) {
 	f.evSeq = sub.EventSeq()
 }
 
-// joinOnce runs the join on the writer's first pass, within the Redis timeout.
+// joinOnce runs the join on the writer's first pass, within the Redis
+// timeout. After it the connection is replaying.
 func (f *feed) joinOnce() error {
-	if f.joined {
+	if f.phase() != phaseJoining {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, f.srv.cfg.RedisTimeout)
@@ -86,7 +88,7 @@ func (f *feed) joinOnce() error {
 	if err := f.join(ctx); err != nil {
 		return err
 	}
-	f.joined = true
+	f.advance(phaseReplaying)
 	return nil
 }
 
@@ -110,10 +112,15 @@ func (f *feed) sendGap(reason string, oldest streams.ID) error {
 // the last pass. buf (batchSize long) holds the batch. more reports that
 // another pass is due right away.
 func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
+	p := f.phase()
+	if p != phaseReplaying && p != phaseLive {
+		return false, nil // not joined yet, or asked to close: the close goes next, alone
+	}
+	ready := p == phaseLive // this pass's view: a close asked for meanwhile does not change it
 	// Served from memory unless this connection is behind; the hub bounds
 	// the Redis read then.
 	entries, next, err := f.sub.Next(f.ctx, f.cursor, buf)
-	if err == nil && !f.ready && len(entries) == 0 && next == f.cursor && f.cursor.Less(f.readyAt) {
+	if err == nil && !ready && len(entries) == 0 && next == f.cursor && f.cursor.Less(f.readyAt) {
 		// The buffer has nothing newer, yet the replay is not done: the
 		// tail may be behind (Redis says), or the stream was reset (Redis
 		// has nothing after the cursor: the history ends here).
@@ -126,9 +133,10 @@ func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 		return false, err
 	}
 	for _, e := range entries {
-		if !f.ready && f.readyAt.Less(e.ID) {
+		if !ready && f.readyAt.Less(e.ID) {
 			// Past the history: what follows is live, and comes after ready.
-			if err := f.becomeReady(f.readyAt); err != nil {
+			ready = true
+			if err := f.goLive(f.readyAt); err != nil {
 				return false, err
 			}
 		}
@@ -138,24 +146,32 @@ func (f *feed) writeEntries(buf []*streams.Entry) (more bool, err error) {
 		if err := f.sink.entry(e); err != nil {
 			return false, err
 		}
-		if !f.ready {
+		if !ready {
 			f.replayed++
 		}
 	}
 	stuck := len(entries) == 0 && next == f.cursor
 	f.cursor = next
 	// stuck only if the stream was reset under us: take what we have as the history.
-	if !f.ready && (stuck || !f.cursor.Less(f.readyAt)) {
-		if err := f.becomeReady(f.cursor); err != nil {
+	if !ready && (stuck || !f.cursor.Less(f.readyAt)) {
+		ready = true
+		if err := f.goLive(f.cursor); err != nil {
 			return false, err
 		}
 	}
-	if f.ready {
+	if ready {
 		if err := f.writeEvents(); err != nil {
 			return false, err
 		}
 	}
-	return !f.ready || len(entries) == cap(buf), nil
+	return !ready || len(entries) == cap(buf), nil
+}
+
+// goLive ends the replay: the ready frame (becomeReady, join.go), and the
+// connection is live.
+func (f *feed) goLive(last streams.ID) error {
+	f.advance(phaseLive)
+	return f.becomeReady(last)
 }
 
 // Gaps found after the join are announced in the stream of entries: a

@@ -68,7 +68,6 @@ func (f *feed) sendNewest(newest []streams.Entry) error {
 // becomeReady ends the replay: the ready frame, naming the last entry of
 // the history, then the presence snapshot.
 func (f *feed) becomeReady(last streams.ID) error {
-	f.ready = true
 	snapshot := f.snapshot() // read first, so that ready and snapshot go out together
 	f.srv.stats.replay.Observe(float64(f.replayed))
 	if !f.compat {

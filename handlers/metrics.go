@@ -81,18 +81,20 @@ func metricsHandler(g prometheus.Gatherer) fiber.Handler {
 	return adaptor.HTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 }
 
-// countFrames adds the frames the last pass wrote to the delivered count,
-// and its writes to theirs.
-func (s *session) countFrames(ok bool) {
-	if n := s.wire.writes; n > 0 {
-		s.wire.writes = 0
-		s.srv.stats.writes.Add(int64(n))
+// count adds what the pass wrote to the metrics: its messages to the
+// delivered count when it succeeded, and a WebSocket's writes, and its
+// failed write unless the connection was ended on purpose.
+func (w *writer) count(err error) {
+	frames, writes, failed := w.wire.tally()
+	st := w.srv.stats
+	if writes > 0 {
+		st.writes.Add(int64(writes))
 	}
-	if n := s.wire.frames; n > 0 {
-		s.wire.frames = 0
-		if ok {
-			s.srv.stats.delivered.Add(int64(n))
-		}
+	if frames > 0 && err == nil {
+		st.delivered.Add(int64(frames))
+	}
+	if failed > 0 && w.phase() != phaseClosed {
+		st.writeErrors.Add(1)
 	}
 }
 

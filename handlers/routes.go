@@ -142,7 +142,7 @@ func (s *Server) App() *fiber.App {
 	app.Get("/ws/chat/:room", s.validRoom, s.beforeUpgrade, websocket.New(s.serveWS, websocket.Config{
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
-		// Frames are read by wsread.go and written by session.wire: the
+		// Frames are read by wsread.go and written by the session's writer (writer.go): the
 		// library's buffers are only allocated, so keep them small.
 		ReadBufferSize:  libraryReadBuffer,
 		WriteBufferPool: &s.gorillaBuffers,

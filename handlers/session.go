@@ -1,16 +1,12 @@
 package handlers
 
 import (
-	"context"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
-
-	"github.com/xroom/xroom/streams"
 )
 
 const (
@@ -49,248 +45,67 @@ const (
 )
 
 // session is one WebSocket connection in a room. The handler's goroutine
-// reads it; a writer goroutine runs only while there is something to write,
-// so an idle connection costs no goroutine of its own.
+// reads it (session_read.go); its writer (writer.go) writes WebSocket
+// frames through ws.
 type session struct {
-	feed // what it is sent (feed.go), framed as WebSocket frames by wire
-	conn *websocket.Conn
+	writer // the feed and its one writer
+	conn   *websocket.Conn
+	ws     wire // the writer's transport
 
 	rate    bucket       // messages this connection may send (reader only)
 	expires atomic.Int64 // when the token runs out (Unix ns); 0: no token, -1: ran out
 
-	control chan []byte
-	out     outbox // the reader's messages on their way to Redis (appends.go)
+	out outbox // the reader's messages on their way to Redis (appends.go)
 	// lastTyping is when the reader last passed on a typing frame (unix ns).
 	lastTyping int64
-	reads      readState          // its last mark (reads.go)
-	cancel     context.CancelFunc // ends ctx
-
-	mu      sync.Mutex
-	writing bool // a writer goroutine is running
-	pending bool // more may have arrived since the writer last looked
-	writers sync.WaitGroup
-	pinger  *time.Timer
-	// ackTimer wakes the writer for an ack held for its echo, or an echo
-	// held for its ack; appending and heldKick hold the latter (ackhold.go).
-	ackTimer  *time.Timer
-	appending atomic.Bool
-	heldKick  atomic.Bool
-	wants     wants // control frames asked for by other goroutines
-	// subscribed is set once sub is: the hub may notify before Subscribe returns.
-	subscribed atomic.Bool
+	reads      readState // its last mark (reads.go)
 
 	// connMu guards uses of conn from outside the reader and the writer
-	// (pings, shutdown): once gone, fasthttp may reuse the connection object.
+	// (pings, shutdown): once the session is closed, fasthttp may reuse the
+	// connection object.
 	connMu sync.RWMutex
-	gone   bool
-
-	wire wire // every byte to the client goes through it (owned by the writer)
-}
-
-// kick makes sure a writer runs to look for work. Safe from any goroutine; never blocks.
-func (s *session) kick() {
-	s.mu.Lock()
-	if s.ctx.Err() != nil { // ended: no writer starts again
-		s.mu.Unlock()
-		return
-	}
-	if s.writing {
-		s.pending = true
-		s.mu.Unlock()
-		return
-	}
-	s.writing = true
-	s.writers.Add(1)
-	s.mu.Unlock()
-	go s.writeLoop()
-}
-
-func (s *session) writeLoop() {
-	defer s.writers.Done()
-	for {
-		s.mu.Lock()
-		s.pending = false
-		w := s.takeWants()
-		s.mu.Unlock()
-		more, err := s.writePass(w)
-		// One write system call per pass; also after a failed join, whose
-		// error and close frames are gathered.
-		if ferr := s.wire.flush(); err == nil {
-			err = ferr
-		}
-		s.countFrames(err == nil)
-		s.wire.release() // before another writer may start
-		if err != nil {
-			var we writeError
-			if errors.As(err, &we) && s.ctx.Err() == nil {
-				s.srv.stats.writeErrors.Add(1)
-			}
-			s.log.Debug("write failed; closing", "err", err)
-			s.stop()
-			s.closeRaw() // the reader sees it and ends the session
-			s.mu.Lock()
-			s.writing = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Lock()
-		if !more && !s.pending || s.ctx.Err() != nil {
-			s.writing = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-	}
-}
-
-// writePass writes what is waiting: first the join (gap, newest history),
-// then queued acks and errors, then one batch of entries. more reports that
-// another pass is due right away.
-func (s *session) writePass(w wants) (more bool, err error) {
-	if done, err := s.writeControl(w); done || err != nil {
-		return false, err
-	}
-	if err := s.joinOnce(); err != nil {
-		var we writeError
-		if !errors.As(err, &we) { // Redis failed, the socket did not
-			s.giveUp("history is unavailable right now; reconnect to try again", err)
-		}
-		return false, err
-	}
-	if err := s.drainControl(); err != nil {
-		return false, err
-	}
-	more, err = s.writeEntries(s.wire.entries()) // pooled: an idle connection holds none
-	if err != nil {                              // re declared here: taking its address makes it escape, and most passes succeed
-		var re readError
-		switch {
-		case errors.As(err, &re) && errors.Is(err, streams.ErrUnavailable):
-			// The room cannot be tailed now: say so, and let the client come
-			// back (with since=) rather than wait on silence.
-			s.giveUp("the room is unavailable right now; reconnect to try again", err)
-			return false, err
-		case errors.As(err, &re):
-			s.log.Warn("reading the room failed; retrying", "err", err)
-			time.AfterFunc(retryDelay, s.kick)
-			return false, nil
-		}
-	}
-	return more, err
-}
-
-// drainControl writes the acks and errors waiting in the queue.
-func (s *session) drainControl() error {
-	for {
-		select {
-		case f := <-s.control:
-			if err := s.writeText(f); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
-	}
-}
-
-// giveUp tells the client the room cannot be served now: an error frame,
-// then close 1013 (try again later), so it reconnects with backoff. Only
-// the writer calls it.
-func (s *session) giveUp(message string, err error) {
-	s.log.Warn("cannot serve the room", "err", err)
-	_ = s.writeText(encode(errorFrame{Type: "error", Code: codeUnavailable, Message: message}))
-	_ = s.wire.control(opClose, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "redis unavailable"))
-}
-
-// writeText adds a JSON payload as a text frame to the pass's write.
-func (s *session) writeText(b []byte) error { return s.wire.text(b) }
-
-// writeError is a failed write to the socket, as opposed to a failed Redis call.
-type writeError struct{ error }
-
-func (e writeError) Unwrap() error { return e.error }
-
-// queue hands a frame to the writer. It waits while the queue is full, so
-// a client that never reads stops being read from.
-func (s *session) queue(frame []byte) {
-	select {
-	case s.control <- frame:
-		s.kick()
-	case <-s.ctx.Done():
-	}
 }
 
 func (s *session) queueError(r *refusal) {
 	s.queue(encode(errorFrame{Type: "error", Code: r.code, Message: r.message, ClientID: r.clientID, RetryAfterMs: r.retryAfterMs}))
 }
 
-// startPings pings the client every PingPeriod, from a timer rather than a
-// goroutine of its own; the writer sends the ping.
-func (s *session) startPings() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pinger = time.AfterFunc(s.srv.cfg.PingPeriod, s.ping)
-}
+// startPings pings the client every PingPeriod; the writer sends the ping.
+func (s *session) startPings() { s.startBeat(s.srv.cfg.PingPeriod, s.ping) }
 
+// ping asks for the next ping, unless the token has run out: the session
+// closes instead.
 func (s *session) ping() {
-	if s.tokenExpired() {
-		return
+	if !s.tokenExpired() {
+		s.askPing()
 	}
-	s.mu.Lock()
-	if s.ctx.Err() == nil {
-		s.wants.ping = true
-		s.pinger.Reset(s.srv.cfg.PingPeriod)
-	}
-	s.mu.Unlock()
-	s.kick()
-}
-
-// stop marks the session ended: no writer starts again, a full queue no
-// longer blocks the reader, and Redis reads made for it are cancelled.
-// Taken under mu so that kick cannot start a writer after close waits.
-func (s *session) stop() {
-	s.mu.Lock()
-	s.cancel()
-	s.mu.Unlock()
 }
 
 // close ends the session and waits until nothing else uses the connection.
 // The writer first sends a close frame (the reply to the client's, or the
 // reason the server ends it), given closeGrace to do so.
 func (s *session) close() {
-	s.mu.Lock()
-	if s.pinger != nil {
-		s.pinger.Stop()
-	}
-	if s.ackTimer != nil {
-		s.ackTimer.Stop()
-	}
-	s.mu.Unlock()
+	s.stopTimers()
 	s.out.done.Wait() // the messages read are stored and their replies queued first
 	s.requestClose(websocket.CloseNormalClosure, "")
-	s.waitWriter(closeGrace)
+	s.waitIdle(closeGrace)
 	s.stop()
 	s.linger()
-	s.closeRaw()
-	s.connMu.Lock() // waits for a ping or goAway in flight; they fail fast now
-	s.gone = true
+	s.hangUp()
+	s.connMu.Lock() // waits for a ping or goAway in flight; later ones see the session closed
 	s.connMu.Unlock()
 	s.writers.Wait()
 }
 
-// withConn runs f on the connection unless the session is gone.
+// withConn runs f on the connection unless the session is closed.
 func (s *session) withConn(f func() error) error {
 	s.connMu.RLock()
 	defer s.connMu.RUnlock()
-	if s.gone {
+	if s.phase() == phaseClosed {
 		return net.ErrClosed
 	}
 	return f()
 }
-
-// closeRaw closes the TCP connection under the WebSocket, which ends a
-// blocked read or write at once. (fasthttp's hijacked connection ignores
-// Close: it closes the socket itself after the handler returns.)
-func (s *session) closeRaw() { _ = rawConn(s.conn).Close() }
 
 // goAway tells the client the server is going away (1001) and gives it a
 // moment to answer before the read loop is cut off.
@@ -299,4 +114,39 @@ func (s *session) goAway() {
 	_ = s.withConn(func() error {
 		return s.conn.SetReadDeadline(time.Now().Add(closeGrace))
 	})
+}
+
+// requestClose asks the writer to send a close frame, unless one was
+// asked for already.
+func (s *session) requestClose(code int, reason string) {
+	s.requestCloseWith(code, reason, nil)
+}
+
+func (s *session) requestCloseWith(code int, reason string, errFrame []byte) {
+	s.closeWith(websocket.FormatCloseMessage(code, reason), errFrame)
+}
+
+// refuse ends a session that never started reading: an optional
+// "unavailable" error frame, then a close frame with code.
+func (s *session) refuse(code int, reason, unavailable string) {
+	var frame []byte
+	if unavailable != "" {
+		frame = encode(errorFrame{Type: "error", Code: codeUnavailable, Message: unavailable})
+	}
+	s.refuseWith(code, reason, frame)
+}
+
+// refuseWith is refuse with any error frame (nil: none).
+func (s *session) refuseWith(code int, reason string, errFrame []byte) {
+	s.requestCloseWith(code, reason, errFrame)
+	s.close()
+}
+
+// rawConn is the TCP connection under a WebSocket (fasthttp wraps a
+// hijacked connection; its wrapper only forwards).
+func rawConn(c *websocket.Conn) net.Conn {
+	if u, ok := c.NetConn().(interface{ UnsafeConn() net.Conn }); ok {
+		return u.UnsafeConn()
+	}
+	return c.NetConn()
 }

@@ -58,14 +58,8 @@ func (s *session) handle(data []byte) {
 	s.submit(outgoing{m: m}) // appends.go: stored in order, the reader reads on
 }
 
-// answerPing has the writer send a pong with the ping's payload; only the
-// newest ping waiting is answered, as RFC 6455 (5.5.3) allows.
-func (s *session) answerPing(payload []byte) {
-	s.mu.Lock()
-	s.wants.pong, s.wants.hasPong = bytes.Clone(payload), true
-	s.mu.Unlock()
-	s.kick()
-}
+// answerPing has the writer send a pong with the ping's payload.
+func (s *session) answerPing(payload []byte) { s.askPong(bytes.Clone(payload)) }
 
 // readEnded answers how the client's side ended: its close frame is
 // echoed, a broken rule fails the connection with its code, and either
@@ -89,13 +83,9 @@ func (s *session) readEnded(err error) {
 	}
 }
 
-// closing reports whether the server has asked for a close already (its
-// goAway or token expiry then cut the read short on purpose).
-func (s *session) closing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.wants.closeAsked
-}
+// closing reports whether the session is closing already (a goAway or a
+// token expiry then cut the read short on purpose).
+func (s *session) closing() bool { return s.phase() >= phaseClosing }
 
 // linger half-closes the connection once the close frame is out, and
 // reads what the client still sends until it closes too, for closeGrace

@@ -51,8 +51,8 @@ func (s *Server) serveSSE(c *fiber.Ctx) error {
 
 // newStream is the stream of an SSE request that passed beforeStream.
 func (s *Server) newStream(c *fiber.Ctx, req *joinRequest) *sseStream {
-	st := &sseStream{feed: req.feed(s)}
-	st.sink = &st.wire
+	st := &sseStream{writer: writer{feed: req.feed(s)}}
+	st.attach(&st.sse)
 	st.expires = tokenDeadline(req.claims)
 	st.log = sessionLog{base: s.log, room: req.room, user: st.user, remote: c.Context().RemoteAddr().String()}
 	jitter := 1 + (2*rand.Float64()-1)*sseRetryJitter
@@ -66,7 +66,7 @@ func (s *Server) newStream(c *fiber.Ctx, req *joinRequest) *sseStream {
 // refusal is still an HTTP answer.
 func (s *Server) runStream(st *sseStream, conn net.Conn, ip netip.Addr, header []byte) {
 	st.conn, st.raw = conn, unwrapConn(conn)
-	st.wire.conn, st.wire.wait = st.raw, s.cfg.WriteWait
+	st.sse.conn, st.sse.wait = st.raw, s.cfg.WriteWait
 	st.ctx, st.cancel = context.WithCancel(context.Background())
 	defer st.cancel()
 	if why := s.register(st); why != refuseReasons {
@@ -94,18 +94,17 @@ func (s *Server) runStream(st *sseStream, conn net.Conn, ip netip.Addr, header [
 	st.log.Debug("stream opened", "since", st.resume.At.ID.String(), "last_event_id", st.resume.EventID)
 	// The head goes out at once, before the join reads Redis: EventSource
 	// is open from here on.
-	err = st.wire.header(header)
+	err = st.sse.header(header)
 	if err == nil {
-		err = st.wire.retry(st.retry.Milliseconds())
+		err = st.sse.retry(st.retry.Milliseconds())
 	}
 	if err == nil {
-		err = st.wire.flush()
+		err = st.sse.flush()
 	}
-	st.wire.release()
+	st.sse.release()
 	if err == nil {
 		st.startKeepAlive(s.cfg.SSEKeepAlive)
-		st.following.Store(true) // after st.sub is set: notify may kick now
-		st.kick()                // the writer sends the join and the history
+		st.begin() // after st.sub is set: notify may kick now, and the writer sends the join
 		st.waitClosed()
 	}
 	st.close() // no writer runs after this

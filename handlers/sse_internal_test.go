@@ -49,8 +49,8 @@ func TestSSERefusalsAfterTheTakeoverAreHTTPAnswers(t *testing.T) {
 			s := New(hub, streams.NewPresence(store, streams.PresenceOptions{Logger: quiet}), Config{Limits: tc.limits, Logger: quiet})
 			t.Cleanup(func() { s.closePresence(context.Background()) })
 			tc.setup(s, hub)
-			st := &sseStream{feed: feed{srv: s, room: "lobby", user: "ana"}}
-			st.sink = &st.wire
+			st := &sseStream{writer: writer{feed: feed{srv: s, room: "lobby", user: "ana"}}}
+			st.attach(&st.sse)
 			server, client := net.Pipe()
 			done := make(chan struct{})
 			go func() {

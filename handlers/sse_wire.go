@@ -11,7 +11,7 @@ import (
 	"github.com/xroom/xroom/streams"
 )
 
-// sseWire is the frameSink of SSE streams: the same gathering and writing
+// sseWire is the transport of SSE streams: the same gathering and writing
 // as a WebSocket's wire (one write system call per pass, a deadline on
 // each), with events instead of frames. Frames are JSON, which never holds
 // a raw line break, so each takes one data line.
@@ -114,6 +114,30 @@ func (w *sseWire) header(h []byte) error {
 
 // end stops the stream: nothing is added after what is gathered.
 func (w *sseWire) end() { w.closed = true }
+
+// control is a writer's ping, pong and close on an event stream: a
+// keep-alive comment, nothing (a client sends no pings), and the end.
+func (w *sseWire) control(op byte, _ []byte) error {
+	switch op {
+	case opPing:
+		return w.comment("keep-alive")
+	case opClose:
+		w.end()
+	}
+	return nil
+}
+
+// tally counts the events that carried messages; the write metrics are
+// the WebSocket's alone (xroom_websocket_writes_total).
+func (w *sseWire) tally() (frames, writes, failed int) {
+	frames = w.frames
+	w.frames, w.writes, w.failed = 0, 0, 0
+	return frames, 0, 0
+}
+
+// hangsUp: an event stream has nothing after its end; the writer closes
+// the connection, which ends the response.
+func (w *sseWire) hangsUp() bool { return true }
 
 // wsPayload is the payload of a server text frame (unmasked, as the hub
 // encodes entries), without its 2, 4 or 10 header bytes.

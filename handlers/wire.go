@@ -145,14 +145,6 @@ func appendJSONString(b []byte, s string) []byte {
 // entryPool holds the slices a writer takes entries from the hub in.
 var entryPool = sync.Pool{New: func() any { b := make([]*streams.Entry, 0, batchSize); return &b }}
 
-// entries returns the writer's entry slice (batchSize long), from the pool.
-func (w *wire) entries() []*streams.Entry {
-	if w.ents == nil {
-		w.ents = entryPool.Get().(*[]*streams.Entry)
-	}
-	return (*w.ents)[:0]
-}
-
 // bufferPool holds the buffers writers gather frames in. A writer holds one
 // only while it runs, so an idle connection holds none.
 var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
@@ -172,7 +164,7 @@ type wire struct {
 	closed      bool      // a close frame was sent: nothing may follow it
 	frames      int       // message frames gathered, not yet counted in metrics
 	writes      int       // write system calls made, not yet counted in metrics
-	ents        *[]*streams.Entry
+	failed      int       // writes that failed, not yet counted in metrics
 }
 
 // frame appends a complete frame, writing what is gathered when full.
@@ -259,6 +251,7 @@ func (w *wire) flush() error {
 	}
 	if now := time.Now(); now.Sub(w.deadlineSet) > min(time.Second, wait/10) {
 		if err := w.conn.SetWriteDeadline(now.Add(wait)); err != nil {
+			w.failed++
 			return writeError{err}
 		}
 		w.deadlineSet = now
@@ -267,19 +260,15 @@ func (w *wire) flush() error {
 	w.writes++
 	*w.buf = (*w.buf)[:0]
 	if err != nil {
+		w.failed++
 		return writeError{err}
 	}
 	return nil
 }
 
-// release returns the buffers to their pools; the writer calls it after
-// each pass, so an idle connection holds none.
+// release returns the buffer to its pool; the writer calls it after each
+// pass, so an idle connection holds none.
 func (w *wire) release() {
-	if w.ents != nil {
-		clear((*w.ents)[:cap(*w.ents)]) // hold no entries in the pool
-		entryPool.Put(w.ents)
-		w.ents = nil
-	}
 	if w.buf == nil {
 		return
 	}
@@ -290,8 +279,23 @@ func (w *wire) release() {
 	w.buf = nil
 }
 
-// entry, ready and event make wire the frameSink of WebSocket sessions:
-// the hub's frame as is, and text frames for the rest.
+// entry, ready, event, tally and hangsUp (with control, flush and release)
+// make wire the transport of WebSocket sessions: the hub's frame as is,
+// and text frames for the rest.
 func (w *wire) entry(e *streams.Entry) error             { return w.data(e.Frame) }
 func (w *wire) ready(_ streams.ID, payload []byte) error { return w.text(payload) }
 func (w *wire) event(_ string, payload []byte) error     { return w.text(payload) }
+
+func (w *wire) tally() (frames, writes, failed int) {
+	frames, writes, failed = w.frames, w.writes, w.failed
+	w.frames, w.writes, w.failed = 0, 0, 0
+	return frames, writes, failed
+}
+
+// hangsUp: after its close frame a WebSocket waits for the client's reply.
+func (w *wire) hangsUp() bool { return false }
+
+// writeError is a failed write to the socket, as opposed to a failed Redis call.
+type writeError struct{ error }
+
+func (e writeError) Unwrap() error { return e.error }
