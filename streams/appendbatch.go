@@ -160,29 +160,17 @@ type touched struct {
 	forget func()
 }
 
-// touch queues, in the batch's pipeline, one ZADD of the rooms list for
-// the batch's rooms that are due, and the users' room indexes (touchWriters).
+// touch notes the batch's rooms that are due for the rooms list (written
+// by flushRooms), and queues, in the batch's pipeline, the users' room
+// indexes (touchWriters).
 func (s *Store) touch(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, rooms []string) touches {
 	now := time.Now()
-	var t touches
-	var due []string
 	for _, r := range rooms {
 		if s.touched.due(r, now) {
-			due = append(due, r)
+			s.roomsDue.add(s, r, now)
 		}
 	}
-	if len(due) > 0 {
-		members := make([]redis.Z, len(due))
-		for i, r := range due {
-			members[i] = redis.Z{Score: float64(now.UnixMilli()), Member: r}
-		}
-		t = append(t, touched{pipe.ZAdd(ctx, s.keys.Rooms(), members...), func() {
-			for _, r := range due {
-				s.touched.forget(r)
-			}
-		}})
-	}
-	return s.touchWriters(ctx, pipe, calls, now, t)
+	return s.touchWriters(ctx, pipe, calls, now, nil)
 }
 
 // settle forgets the keys whose write failed, so that the next append

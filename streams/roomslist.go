@@ -32,6 +32,7 @@ type Room struct {
 // room's newest entry, and the rooms just below the cut whose score is
 // within roomTouchEvery of it are looked at too, since they may be newer.
 func (s *Store) Rooms(ctx context.Context, limit int) ([]Room, error) {
+	s.flushRooms(ctx) // this instance's latest rooms first
 	rooms := make([]Room, 0, min(limit, 100))
 	listed := map[string]bool{}
 	var offset int64

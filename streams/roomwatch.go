@@ -37,8 +37,9 @@ const (
 	defaultWatchScan = 30 * time.Second
 	// watchSlack widens each read of the rooms list back in time: scores
 	// are the appending instance's clock, which may lag ours (5 s), and a
-	// room's score moves only once per roomTouchEvery.
-	watchSlack = 5*time.Second + roomTouchEvery
+	// room's score moves only once per roomTouchEvery, written up to
+	// roomsFlushEvery later.
+	watchSlack = 5*time.Second + roomTouchEvery + roomsFlushEvery
 	// scanCount is the COUNT of one SCAN call: a few ms of Redis work.
 	scanCount = 1000
 )

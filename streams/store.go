@@ -68,6 +68,7 @@ type Store struct {
 	ackTimeout    time.Duration
 	writers       recently[userRoom] // pairs recently put in users' room indexes (unread.go)
 	touched       recently[string]   // rooms whose score in the rooms list moved lately
+	roomsDue      roomsDue           // rooms to write to the rooms list (recently.go)
 	// tail is the hub that reads back this store's appends (readback.go).
 	tail atomic.Pointer[Hub]
 }

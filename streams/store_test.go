@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -135,7 +136,10 @@ func TestAppendStoresPlainFieldsWithIncreasingIDs(t *testing.T) {
 		t.Errorf("redis-cli XRANGE printed\n%s\nwant it to start with\n%s", out, strings.Join(want, "\n"))
 	}
 
-	// The room is listed in the rooms set.
+	// The room is listed in the rooms set (within a second: Eventually).
+	testkit.Eventually(t, 5*time.Second, "the room in the rooms set", func() bool {
+		return e.rdb.ZScore(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms(), "lobby").Err() == nil
+	})
 	if _, err := e.rdb.ZScore(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms(), "lobby").Result(); err != nil {
 		t.Errorf("room not in %s:rooms: %v", e.prefix, err)
 	}
@@ -323,10 +327,10 @@ func TestAppendDedupAfterScriptFlush(t *testing.T) {
 	if l := e.xlen("r"); l != 2 {
 		t.Fatalf("XLEN = %d, want 2", l)
 	}
-	// The room was still touched on the retried path.
-	if n, _ := e.rdb.ZCard(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms()).Result(); n != 1 {
-		t.Fatalf("rooms set has %d members, want 1", n)
-	}
+	// The room was still touched on the retried path (written within a second).
+	testkit.Eventually(t, 5*time.Second, "the room in the rooms set", func() bool {
+		return e.rdb.ZCard(ctx10(t), streams.Keys{Prefix: e.prefix}.Rooms()).Val() == 1
+	})
 	// Epoch uses a script too.
 	if err := e.rdb.ScriptFlush(ctx10(t)).Err(); err != nil {
 		t.Fatal(err)
