@@ -151,8 +151,9 @@ func scriptResult(c *appendCall, execErr error) (raw string, dup bool, err error
 	}
 }
 
-// touches are a batch's advisory writes, the rooms list and the users'
-// room indexes, queued only for the keys that are due (recently.go).
+// touches are a batch's writes to the users' room indexes, queued only for
+// the pairs that are due (recently.go), with how to forget a pair whose
+// write failed.
 type touches []touched
 
 type touched struct {
@@ -166,11 +167,11 @@ type touched struct {
 func (s *Store) touch(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, rooms []string) touches {
 	now := time.Now()
 	for _, r := range rooms {
-		if s.touched.due(r, now) {
+		if s.listed.due(r, now) {
 			s.roomsDue.add(s, r, now)
 		}
 	}
-	return s.touchWriters(ctx, pipe, calls, now, nil)
+	return s.touchWriters(ctx, pipe, calls, now)
 }
 
 // settle forgets the keys whose write failed, so that the next append

@@ -22,8 +22,7 @@ const (
 // a caller sends its own append at once while fewer than
 // maxBatchesInFlight are in flight; callers beyond that queue up, and when
 // a batch returns, the first of them sends the whole queue as one pipeline. Redis and this process then pay one round trip
-// (two system calls on each side) per batch instead of per message, and
-// the rooms set is touched once per room per batch. With Redis Cluster,
+// (two system calls on each side) per batch instead of per message. With Redis Cluster,
 // go-redis splits the pipeline by node.
 type coalescer struct {
 	mu       sync.Mutex
@@ -196,8 +195,9 @@ func (s *Store) appendAll(calls []*appendCall) {
 
 // appendOn stores calls in one pipeline of rdb: plain appends as XADDs,
 // client_id appends through appendDedupMany (one script call for the batch
-// on a single node, one per room on a Cluster), one ZADD for the rooms set
-// when touch, and a WAIT when acks wait for replicas.
+// on a single node, one per room on a Cluster), the read back of the rooms
+// this instance tails (readback.go), the advisory writes when touch
+// (touch), and a WAIT when acks wait for replicas.
 func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall, touch bool) {
 	pipe := rdb.Pipeline()
 	var rooms []string

@@ -6,9 +6,19 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// roomsFlushEvery is how often the rooms list is written: one ZADD for
+	// every room due since, however many (one per message cost a command
+	// per message when rooms are many and each quiet).
+	roomsFlushEvery = time.Second
+	// roomsFlushTimeout bounds one write of the rooms list.
+	roomsFlushTimeout = 5 * time.Second
 )
 
 // roomsLookahead bounds the rooms below a list's cut that Rooms looks at
@@ -100,4 +110,57 @@ func (s *Store) appendRooms(ctx context.Context, rooms []Room, listed map[string
 		rooms = append(rooms, Room{Name: name, LastID: id, LastActivity: time.UnixMilli(at)})
 	}
 	return rooms, nil
+}
+
+// roomsDue are the rooms to write to the rooms list with their times, in
+// one ZADD at most roomsFlushEvery after the first of them came.
+type roomsDue struct {
+	mu    sync.Mutex
+	rooms map[string]time.Time
+	armed bool
+}
+
+// add notes room, and arms the flush when it is the first.
+func (d *roomsDue) add(s *Store, room string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rooms == nil {
+		d.rooms = map[string]time.Time{}
+	}
+	d.rooms[room] = at
+	if !d.armed {
+		d.armed = true
+		time.AfterFunc(roomsFlushEvery, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), roomsFlushTimeout)
+			defer cancel()
+			s.flushRooms(ctx)
+		})
+	}
+}
+
+// take returns the rooms due and forgets them.
+func (d *roomsDue) take() map[string]time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rooms := d.rooms
+	d.rooms, d.armed = nil, false
+	return rooms
+}
+
+// flushRooms writes the rooms due to the rooms list. Advisory: when it
+// fails, each room is written again with its next message.
+func (s *Store) flushRooms(ctx context.Context) {
+	rooms := s.roomsDue.take()
+	if len(rooms) == 0 {
+		return
+	}
+	members := make([]redis.Z, 0, len(rooms))
+	for r, at := range rooms {
+		members = append(members, redis.Z{Score: float64(at.UnixMilli()), Member: r})
+	}
+	if err := s.rdb.ZAdd(ctx, s.keys.Rooms(), members...).Err(); err != nil {
+		for r := range rooms {
+			s.listed.forget(r)
+		}
+	}
 }

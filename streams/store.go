@@ -67,8 +67,8 @@ type Store struct {
 	ackReplicas   int
 	ackTimeout    time.Duration
 	writers       recently[userRoom] // pairs recently put in users' room indexes (unread.go)
-	touched       recently[string]   // rooms whose score in the rooms list moved lately
-	roomsDue      roomsDue           // rooms to write to the rooms list (recently.go)
+	listed        recently[string]   // rooms whose score in the rooms list moved lately
+	roomsDue      roomsDue           // rooms to write to the rooms list (roomslist.go)
 	// tail is the hub that reads back this store's appends (readback.go).
 	tail atomic.Pointer[Hub]
 }
@@ -85,7 +85,7 @@ func NewStore(rdb redis.UniversalClient, opt Options) *Store {
 		opt.AckTimeout = defaultAckTimeout
 	}
 	return &Store{rdb: rdb, keys: Keys{opt.Prefix}, maxLen: opt.MaxLen, dedup: opt.DedupWindow, ackReplicas: opt.AckReplicas, ackTimeout: opt.AckTimeout,
-		writers: recently[userRoom]{every: writerRefresh}, touched: recently[string]{every: roomTouchEvery}}
+		writers: recently[userRoom]{every: writerRefresh}, listed: recently[string]{every: roomTouchEvery}}
 }
 
 // Keys returns the key names the store uses.

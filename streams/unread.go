@@ -156,11 +156,11 @@ func (s *Store) queueJoined(ctx context.Context, pipe redis.Pipeliner, room, use
 	return touches{{s.queueUserRooms(ctx, pipe, user, now, room), func() { s.writers.forget(userRoom{user, room}) }}}
 }
 
-// touchWriters adds to t, in the batch's pipeline, the rooms the batch's
+// touchWriters queues, in the batch's pipeline, the rooms the batch's
 // users wrote to in their room indexes (see Unread): a ZADD per user whose
 // pair is due, usually none (a session's pair was recorded when it joined:
-// Store.Joined). Advisory, like the rooms list.
-func (s *Store) touchWriters(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, now time.Time, t touches) touches {
+// queueJoined). Advisory, like the rooms list.
+func (s *Store) touchWriters(ctx context.Context, pipe redis.Pipeliner, calls []*appendCall, now time.Time) (t touches) {
 	var byUser map[string][]string
 	for _, c := range calls {
 		if c.err != nil || c.m.User == "" || !s.writers.due(userRoom{c.m.User, c.room}, now) {
