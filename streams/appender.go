@@ -144,7 +144,7 @@ func (s *Store) sendBatch(self *appendCall) {
 			break
 		}
 	}
-	s.appendAll(calls)
+	rb := s.appendAll(calls)
 
 	for _, c := range queued {
 		if c != self {
@@ -161,6 +161,13 @@ func (s *Store) sendBatch(self *appendCall) {
 		b.inFlight--
 	}
 	b.mu.Unlock()
+	// The read back is delivered last: its fan-out (every local member's
+	// writer) holds neither the batch's callers nor the next batch, as
+	// the tail's own delivery does not. The senders' acks wait for their
+	// copies in handlers, so they still go out together.
+	if rb != nil {
+		rb.done()
+	}
 }
 
 // batchContext is the context of a batch: no caller's deadline is cut short.
@@ -178,27 +185,30 @@ func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), latest)
 }
 
-// appendAll stores calls and sets each call's result. When acks wait for
-// replicas on a Cluster, each primary gets a pipeline of its own (see
+// appendAll stores calls and sets each call's result, and returns the
+// batch's read back, still to be delivered (nil when none). When acks wait
+// for replicas on a Cluster, each primary gets a pipeline of its own (see
 // appendByNode); otherwise one pipeline carries the whole batch.
-func (s *Store) appendAll(calls []*appendCall) {
+func (s *Store) appendAll(calls []*appendCall) *readBack {
 	ctx, cancel := batchContext(calls)
 	defer cancel()
 	if s.ackReplicas > 0 {
 		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
 			s.appendByNode(ctx, cc, calls)
-			return
+			return nil
 		}
 	}
-	s.appendOn(ctx, s.rdb, calls, true)
+	return s.appendOn(ctx, s.rdb, calls, true)
 }
 
 // appendOn stores calls in one pipeline of rdb: plain appends as XADDs,
 // client_id appends through appendDedupMany (one script call for the batch
 // on a single node, one per room on a Cluster), the read back of the rooms
 // this instance tails (readback.go), the advisory writes when touch
-// (touch), and a WAIT when acks wait for replicas.
-func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall, touch bool) {
+// (touch), and a WAIT when acks wait for replicas. It returns the read
+// back, which the caller delivers (readBack.done) once the batch's callers
+// have their results; nil when there is none.
+func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall, touch bool) *readBack {
 	pipe := rdb.Pipeline()
 	var rooms []string
 	touched := make(map[string]bool, 1)
@@ -219,7 +229,7 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 		}
 	}
 	if len(rooms) == 0 {
-		return
+		return nil
 	}
 	var rb *readBack
 	if hub := s.tail.Load(); hub != nil && touch {
@@ -261,23 +271,17 @@ func (s *Store) appendOn(ctx context.Context, rdb pipeliner, calls []*appendCall
 			}
 		}
 	}
-	var stored map[string]int // by room, what the read back covers
 	for _, c := range calls {
 		if c.add == nil && (c.group == nil || c.group.resent) {
 			continue // not sent, or sent again above
 		}
 		s.appendResult(c, execErr)
 		if rb != nil && c.err == nil && !c.dup {
-			if stored == nil {
-				stored = make(map[string]int, 1)
-			}
-			stored[c.room]++
+			rb.stored(c.room)
 		}
 		s.replicated(c, wait, execErr)
 	}
-	if rb != nil {
-		rb.done(stored)
-	}
+	return rb
 }
 
 // queueAppend adds one plain append (no client_id) to pipe.

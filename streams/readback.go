@@ -45,6 +45,7 @@ type readBack struct {
 	gens  []int64
 	q     tailQuery
 	cmd   *redis.XStreamSliceCmd
+	added map[string]int // by room, the batch's XADDs Redis stored (what the read covers)
 }
 
 // claimReadBack claims, of the rooms an append batch writes to, those this
@@ -86,11 +87,18 @@ func (rb *readBack) queue(ctx context.Context, pipe redis.Pipeliner) {
 	rb.cmd = pipe.XRead(ctx, &redis.XReadArgs{Streams: rb.q.args, Count: int64(rb.h.opt.ReadCount), Block: -1})
 }
 
-// done delivers what the read found and releases the rooms; stored is how
-// many XADDs of the batch, sent in its first pipeline, Redis stored in each
-// room. A read that failed, or raced a primary change, leaves the rooms to
-// the tail.
-func (rb *readBack) done(stored map[string]int) {
+// stored counts one XADD of the batch's first pipeline that Redis stored
+// in room.
+func (rb *readBack) stored(room string) {
+	if rb.added == nil {
+		rb.added = make(map[string]int, 1)
+	}
+	rb.added[room]++
+}
+
+// done delivers what the read found and releases the rooms. A read that
+// failed, or raced a primary change, leaves the rooms to the tail.
+func (rb *readBack) done() {
 	h := rb.h
 	h.stats.ReadBacks.Add(1)
 	res, err := rb.cmd.Result()
@@ -105,7 +113,7 @@ func (rb *readBack) done(stored map[string]int) {
 	default:
 		again = h.deliver(rb.q, res)
 	}
-	h.tail.readBackDone(rb, again, ok, stored)
+	h.tail.readBackDone(rb, again, ok, rb.added)
 }
 
 // readBackDone releases the rooms of a read back (see done), setting how
