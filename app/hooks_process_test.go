@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit/hooktest"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -28,8 +29,8 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 	hang := make(chan struct{})
 	var mu sync.Mutex
 	var firstAtA time.Time
-	app := newWebhookApp(t, func(path string, _ []hookMessage) int {
-		if path == "/a" { // instance A's requests never get an answer
+	app := hooktest.NewReceiver(t, hookSecret, func(r *hooktest.Request) int {
+		if r.Path == "/a" { // instance A's requests never get an answer
 			mu.Lock()
 			if firstAtA.IsZero() {
 				firstAtA = time.Now()
@@ -43,7 +44,7 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 	t.Cleanup(func() { close(hang) }) // before the app's Close, which waits for its handlers
 	env := func(path string) map[string]string {
 		return map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": prefix, "ADDR": "127.0.0.1:0", "API_KEY": "k",
-			"WEBHOOK_URL": app.srv.URL + path, "WEBHOOK_SECRET": hookSecret, "WEBHOOK_CLAIM_AFTER": claimAfter.String()}
+			"WEBHOOK_URL": app.URL + path, "WEBHOOK_SECRET": hookSecret, "WEBHOOK_CLAIM_AFTER": claimAfter.String()}
 	}
 	a := startProc(t, env("/a"))
 	for _, text := range []string{"one", "two", "three"} {
@@ -52,7 +53,7 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for app.requests("/a") == 0 {
+	for app.RequestsTo("/a") == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("A sent no webhook request within 10s")
 		}
@@ -65,7 +66,7 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 		}
 	}
 	time.Sleep(claimAfter / 2)
-	if n := app.requests("/b"); n != 0 {
+	if n := app.RequestsTo("/b"); n != 0 {
 		t.Fatalf("B sent %d requests while A held the room's batch", n)
 	}
 	if err := a.cmd.Process.Kill(); err != nil { // SIGKILL, mid-request
@@ -73,7 +74,7 @@ func TestHooksProcessKilledMidBatch(t *testing.T) {
 	}
 	killed := time.Now()
 	a.wait(10 * time.Second)
-	app.waitStreams(t, srv.Client(t), prefix, []string{"lobby"}, 3*claimAfter+10*time.Second)
+	app.WaitStreams(srv.Client(t), prefix, []string{"lobby"}, 3*claimAfter+10*time.Second)
 	t.Logf("B delivered the room %v after A was killed (claim time %v)", time.Since(killed).Round(time.Millisecond), claimAfter)
 	if !strings.Contains(b.out.String(), "took over a webhook batch") {
 		t.Errorf("B's log does not say it took the batch over:\n%s", b.out.String())

@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,112 +18,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/xroom/xroom/internal/redistest"
+	"github.com/xroom/xroom/internal/testkit/hooktest"
 	"github.com/xroom/xroom/streams"
 )
 
 const hookSecret = "a secret of the app and xroom"
-
-// hookMessage is one message of a webhook request.
-type hookMessage struct {
-	Room, ID, User, Message string
-	TS                      int64
-}
-
-// webhookApp is the application's webhook endpoint: it verifies each
-// signature as the README's receiver does, and records what it took. Its
-// answer decides the status (200 when nil); path is the request's path.
-type webhookApp struct {
-	t      *testing.T
-	srv    *httptest.Server
-	answer func(path string, msgs []hookMessage) int
-
-	mu      sync.Mutex
-	took    map[string][]string // per room, IDs in the order first taken
-	seen    map[string]bool
-	paths   map[string]int // requests per path
-	badSigs int
-}
-
-func newWebhookApp(t *testing.T, answer func(path string, msgs []hookMessage) int) *webhookApp {
-	a := &webhookApp{t: t, answer: answer, took: map[string][]string{}, seen: map[string]bool{}, paths: map[string]int{}}
-	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, []byte(hookSecret))
-		mac.Write(body)
-		sigOK := hmac.Equal([]byte("sha256="+hex.EncodeToString(mac.Sum(nil))), []byte(r.Header.Get("X-Xroom-Signature")))
-		var b struct{ Messages []hookMessage }
-		if err := json.Unmarshal(body, &b); err != nil {
-			t.Errorf("webhook body %q: %v", body, err)
-		}
-		a.mu.Lock()
-		a.paths[r.URL.Path]++
-		if !sigOK {
-			a.badSigs++
-		}
-		a.mu.Unlock()
-		status := http.StatusOK
-		if answer != nil {
-			status = answer(r.URL.Path, b.Messages)
-		}
-		if status/100 == 2 {
-			a.mu.Lock()
-			for _, m := range b.Messages { // dedup by stream ID, as a receiver must
-				if !a.seen[m.Room+"/"+m.ID] {
-					a.seen[m.Room+"/"+m.ID] = true
-					a.took[m.Room] = append(a.took[m.Room], m.ID)
-				}
-			}
-			a.mu.Unlock()
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(a.srv.Close)
-	return a
-}
-
-// requests counts the requests made to path.
-func (a *webhookApp) requests(path string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.paths[path]
-}
-
-func (a *webhookApp) taken(room string) []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.took[room])
-}
-
-// waitStreams waits until the app took every room's stream whole, in order.
-func (a *webhookApp) waitStreams(t *testing.T, rdb redis.UniversalClient, prefix string, rooms []string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for _, room := range rooms {
-		msgs, err := rdb.XRange(context.Background(), streams.Keys{Prefix: prefix}.Messages(room), "-", "+").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := make([]string, len(msgs))
-		for i, m := range msgs {
-			want[i] = m.ID
-		}
-		for {
-			got := a.taken(room)
-			if slices.Equal(got, want) {
-				break
-			}
-			if len(got) >= len(want) || time.Now().After(deadline) {
-				t.Fatalf("room %s: the webhook took %v, want the stream %v in order", room, got, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.badSigs != 0 {
-		t.Errorf("%d webhook requests with a bad signature", a.badSigs)
-	}
-}
 
 // apiPublish sends a message over the HTTP API and returns the status and body.
 func apiPublish(t *testing.T, base, key, room, user, text string) (int, string) {
@@ -169,9 +65,9 @@ func TestHooksEveryMessageReachesTheWebhook(t *testing.T) {
 	srv := redistest.Shared(t)
 	redistest.RequireReal(t, srv)
 	prefix := redistest.Prefix(t)
-	app := newWebhookApp(t, nil)
+	app := hooktest.NewReceiver(t, hookSecret, nil)
 	r := startRun(t, baseEnv(t, map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": prefix, "API_KEY": "k",
-		"WEBHOOK_URL": app.srv.URL + "/in", "WEBHOOK_SECRET": hookSecret, "WEBHOOK_BATCH": "4"}))
+		"WEBHOOK_URL": app.URL + "/in", "WEBHOOK_SECRET": hookSecret, "WEBHOOK_BATCH": "4"}))
 	rooms := []string{"r0", "r1", "r2", "r3", "r4"}
 	clients := map[string]*wsClient{}
 	for _, room := range rooms {
@@ -192,7 +88,7 @@ func TestHooksEveryMessageReachesTheWebhook(t *testing.T) {
 	}
 	// And a room nobody is in, that only redis-cli ever wrote to.
 	srv.CLI(t, "XADD", streams.Keys{Prefix: prefix}.Messages("quiet"), "*", "user", "cli", "message", "anyone there?")
-	app.waitStreams(t, srv.Client(t), prefix, append(rooms, "quiet"), 20*time.Second)
+	app.WaitStreams(srv.Client(t), prefix, append(rooms, "quiet"), 20*time.Second)
 
 	var st struct {
 		Enabled   bool   `json:"enabled"`
@@ -234,9 +130,9 @@ func grepLines(s, sub string) string {
 // With the embedded Redis (no keyspace notifications) the webhook still
 // gets every message, a redis-cli XADD included.
 func TestHooksOnTheEmbeddedRedis(t *testing.T) {
-	app := newWebhookApp(t, nil)
+	app := hooktest.NewReceiver(t, hookSecret, nil)
 	r := startRun(t, baseEnv(t, map[string]string{"EMBEDDED_REDIS_ADDR": "127.0.0.1:0", "API_KEY": "k",
-		"WEBHOOK_URL": app.srv.URL, "WEBHOOK_SECRET": hookSecret}))
+		"WEBHOOK_URL": app.URL, "WEBHOOK_SECRET": hookSecret}))
 	addr := r.out.waitFor(t, embeddedRe, r.done)[1]
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -246,7 +142,7 @@ func TestHooksOnTheEmbeddedRedis(t *testing.T) {
 	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streams.Keys{Prefix: "chat"}.Messages("cli"), Values: []any{"user", "cli", "message", "from redis-cli"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	app.waitStreams(t, rdb, "chat", []string{"lobby", "cli"}, 15*time.Second)
+	app.WaitStreams(rdb, "chat", []string{"lobby", "cli"}, 15*time.Second)
 	if !strings.Contains(r.out.String(), "no keyspace notifications") {
 		t.Errorf("the log does not say how rooms are found:\n%s", r.out.String())
 	}
@@ -330,10 +226,10 @@ func TestHooksReplayCommand(t *testing.T) {
 	prefix := redistest.Prefix(t)
 	var mu sync.Mutex
 	refuse := true
-	app := newWebhookApp(t, func(_ string, msgs []hookMessage) int {
+	app := hooktest.NewReceiver(t, hookSecret, func(r *hooktest.Request) int {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, m := range msgs {
+		for _, m := range r.Messages {
 			if m.Message == "poison" && refuse {
 				return http.StatusInternalServerError
 			}
@@ -341,7 +237,7 @@ func TestHooksReplayCommand(t *testing.T) {
 		return http.StatusOK
 	})
 	env := baseEnv(t, map[string]string{"REDIS_URL": srv.URL(), "CHAT_PREFIX": prefix, "API_KEY": "k",
-		"WEBHOOK_URL": app.srv.URL, "WEBHOOK_SECRET": hookSecret, "WEBHOOK_MAX_ATTEMPTS": "2", "WEBHOOK_BACKOFF": "10ms"})
+		"WEBHOOK_URL": app.URL, "WEBHOOK_SECRET": hookSecret, "WEBHOOK_MAX_ATTEMPTS": "2", "WEBHOOK_BACKOFF": "10ms"})
 	r := startRun(t, env)
 	for _, text := range []string{"before", "poison"} {
 		apiPublish(t, r.base, "k", "lobby", "bot", text)
@@ -358,9 +254,9 @@ func TestHooksReplayCommand(t *testing.T) {
 	}
 	apiPublish(t, r.base, "k", "lobby", "bot", "after")
 	deadline = time.Now().Add(10 * time.Second)
-	for len(app.taken("lobby")) != 2 {
+	for len(app.Delivered()["lobby"]) != 2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the room did not go on: took %v", app.taken("lobby"))
+			t.Fatalf("the room did not go on: took %v", app.Delivered()["lobby"])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -369,7 +265,7 @@ func TestHooksReplayCommand(t *testing.T) {
 		cmd := exec.Command(xroomBinary(t), append([]string{"hooks"}, args...)...)
 		cmd.Dir = t.TempDir()
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "REDIS_URL=" + srv.URL(), "CHAT_PREFIX=" + prefix,
-			"WEBHOOK_URL=" + app.srv.URL, "WEBHOOK_SECRET=" + hookSecret}
+			"WEBHOOK_URL=" + app.URL, "WEBHOOK_SECRET=" + hookSecret}
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode(), string(out)
@@ -396,7 +292,7 @@ func TestHooksReplayCommand(t *testing.T) {
 	if n := rdb.XLen(context.Background(), dead).Val(); n != 0 {
 		t.Fatalf("%d dead letters after the replay", n)
 	}
-	if got := app.taken("lobby"); len(got) != 3 {
+	if got := app.Delivered()["lobby"]; len(got) != 3 {
 		t.Fatalf("the webhook took %v, want the poison too", got)
 	}
 }

@@ -2,17 +2,7 @@ package hooks_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -99,20 +89,6 @@ func (e *env) xadd(room, text string) string {
 	return id
 }
 
-// streamIDs lists the room's entries.
-func (e *env) streamIDs(room string) []string {
-	e.t.Helper()
-	msgs, err := e.rdb.XRange(ctx10(e.t), e.key(room), "-", "+").Result()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.ID
-	}
-	return ids
-}
-
 // pending is the room's XPENDING count for the webhook group.
 func (e *env) pending(room string) int64 {
 	e.t.Helper()
@@ -121,131 +97,4 @@ func (e *env) pending(room string) int64 {
 		e.t.Fatal(err)
 	}
 	return p.Count
-}
-
-// request is one webhook request as the receiver saw it.
-type request struct {
-	Delivery string
-	Attempt  string
-	Messages []hooks.Message
-	Status   int // what the receiver answered
-}
-
-// receiver is a webhook endpoint: it checks every signature, records every
-// request, and answers what answer says (200 when nil).
-type receiver struct {
-	t      *testing.T
-	srv    *httptest.Server
-	answer func(r *request) int
-
-	mu       sync.Mutex
-	requests []request
-	badSigs  int
-	inFlight map[string]int // per room
-	maxRoom  int            // most requests in flight for one room
-	maxAll   int            // most requests in flight at once
-	all      int
-}
-
-func newReceiver(t *testing.T, answer func(r *request) int) *receiver {
-	rc := &receiver{t: t, answer: answer, inFlight: map[string]int{}}
-	rc.srv = httptest.NewServer(http.HandlerFunc(rc.serve))
-	t.Cleanup(rc.srv.Close)
-	return rc
-}
-
-func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	var b struct{ Messages []hooks.Message }
-	if err := json.Unmarshal(body, &b); err != nil || r.Method != http.MethodPost {
-		rc.t.Errorf("webhook request %s %q: %v", r.Method, body, err)
-	}
-	req := request{Delivery: r.Header.Get(hooks.HeaderDelivery), Attempt: r.Header.Get(hooks.HeaderAttempt), Messages: b.Messages}
-	rooms := map[string]bool{}
-	for _, m := range b.Messages {
-		rooms[m.Room] = true
-	}
-	rc.mu.Lock()
-	if !verify(secret, body, r.Header.Get("X-Xroom-Signature")) {
-		rc.badSigs++
-	}
-	for room := range rooms {
-		rc.inFlight[room]++
-		rc.maxRoom = max(rc.maxRoom, rc.inFlight[room])
-	}
-	rc.all++
-	rc.maxAll = max(rc.maxAll, rc.all)
-	rc.mu.Unlock()
-
-	req.Status = http.StatusOK
-	if rc.answer != nil {
-		req.Status = rc.answer(&req)
-	}
-
-	rc.mu.Lock()
-	for room := range rooms {
-		rc.inFlight[room]--
-	}
-	rc.all--
-	rc.requests = append(rc.requests, req)
-	rc.mu.Unlock()
-	w.WriteHeader(req.Status)
-}
-
-// delivered lists, per room, the IDs of the messages the receiver took
-// (answered 2xx), in the order it first took them.
-func (rc *receiver) delivered() map[string][]string {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	out := map[string][]string{}
-	seen := map[string]bool{}
-	for _, r := range rc.requests {
-		if r.Status/100 != 2 {
-			continue
-		}
-		for _, m := range r.Messages {
-			if !seen[m.Room+"/"+m.ID] {
-				seen[m.Room+"/"+m.ID] = true
-				out[m.Room] = append(out[m.Room], m.ID)
-			}
-		}
-	}
-	return out
-}
-
-// waitDelivered waits until every room's stream was delivered whole.
-func (rc *receiver) waitDelivered(e *env, rooms []string, within time.Duration) {
-	rc.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := rc.delivered()
-		missing := ""
-		for _, room := range rooms {
-			if want := e.streamIDs(room); !slices.Equal(got[room], want) {
-				missing = fmt.Sprintf("room %s: delivered %d of %d (%v...)", room, len(got[room]), len(want), head(got[room]))
-				if len(got[room]) >= len(want) {
-					rc.t.Fatalf("room %s: delivered %v, want the stream %v in order", room, got[room], want)
-				}
-				break
-			}
-		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			rc.t.Fatalf("not everything delivered within %v: %s", within, missing)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func head(ids []string) []string { return ids[:min(len(ids), 3)] }
-
-// verify is what a receiver does with X-Xroom-Signature, as the README
-// shows it: its own HMAC-SHA256 of the body, compared in constant time.
-func verify(secret string, body []byte, header string) bool {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
-	return hmac.Equal([]byte(want), []byte(header))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/internal/testkit/hooktest"
 )
 
 // publishApp is an application's publish hook: it answers by the text.
@@ -32,7 +33,7 @@ func newPublishApp(t *testing.T) *publishApp {
 		if err := json.Unmarshal(body, &m); err != nil {
 			t.Errorf("publish hook body %q: %v", body, err)
 		}
-		if !verify(secret, body, r.Header.Get("X-Xroom-Signature")) {
+		if !hooktest.Verify(secret, body, r.Header.Get("X-Xroom-Signature")) {
 			t.Errorf("publish hook request with a bad signature")
 		}
 		a.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"github.com/xroom/xroom/hooks"
 	"github.com/xroom/xroom/internal/redistest"
 	"github.com/xroom/xroom/internal/testkit"
+	"github.com/xroom/xroom/internal/testkit/hooktest"
 	"github.com/xroom/xroom/streams"
 )
 
@@ -24,9 +25,9 @@ import (
 // request in flight at a time, and rooms go in parallel up to the bound.
 func TestWebhooksDeliverEveryRoomInOrder(t *testing.T) {
 	e := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
-	rc := newReceiver(t, func(*request) int { time.Sleep(2 * time.Millisecond); return http.StatusOK })
+	rc := hooktest.NewReceiver(t, secret, func(*hooktest.Request) int { time.Sleep(2 * time.Millisecond); return http.StatusOK })
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch = 3, 7 }).Collectors()...)
+	reg.MustRegister(e.start(rc.URL, func(o *hooks.WebhookOptions) { o.Concurrency, o.Batch = 3, 7 }).Collectors()...)
 	rooms := []string{"r0", "r1", "r2", "r3", "r4"}
 	for i := range 40 {
 		for j, room := range rooms {
@@ -37,16 +38,12 @@ func TestWebhooksDeliverEveryRoomInOrder(t *testing.T) {
 			}
 		}
 	}
-	rc.waitDelivered(e, rooms, 20*time.Second)
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if rc.badSigs != 0 {
-		t.Errorf("%d requests with a bad signature", rc.badSigs)
+	rc.WaitStreams(e.rdb, e.prefix, rooms, 20*time.Second)
+	// A bad signature fails the test in the receiver.
+	if maxRoom, maxAll := rc.MaxInFlight(); maxRoom != 1 || maxAll > 3 {
+		t.Errorf("at most %d requests in flight for one room (want 1), %d at once (want <= 3)", maxRoom, maxAll)
 	}
-	if rc.maxRoom != 1 || rc.maxAll > 3 {
-		t.Errorf("at most %d requests in flight for one room (want 1), %d at once (want <= 3)", rc.maxRoom, rc.maxAll)
-	}
-	for _, r := range rc.requests {
+	for _, r := range rc.Requests() {
 		if len(r.Messages) > 7 || r.Delivery == "" || r.Attempt != "1" {
 			t.Fatalf("request %+v: want at most 7 messages, a delivery ID, attempt 1", r)
 		}
@@ -74,7 +71,7 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 	var failing atomic.Bool
 	failing.Store(true)
 	var calls atomic.Int64
-	rc := newReceiver(t, func(r *request) int {
+	rc := hooktest.NewReceiver(t, secret, func(r *hooktest.Request) int {
 		if !failing.Load() {
 			return http.StatusOK
 		}
@@ -84,7 +81,7 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 		return http.StatusInternalServerError
 	})
 	reg := prometheus.NewRegistry()
-	w := e.start(rc.srv.URL, func(o *hooks.WebhookOptions) {
+	w := e.start(rc.URL, func(o *hooks.WebhookOptions) {
 		o.Timeout, o.Batch, o.Backoff = 200*time.Millisecond, 5, 50*time.Millisecond
 	})
 	reg.MustRegister(w.Collectors()...)
@@ -112,14 +109,12 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 		t.Error("pending_messages is 0 while the receiver fails")
 	}
 	failing.Store(false)
-	rc.waitDelivered(e, rooms, 20*time.Second)
+	rc.WaitStreams(e.rdb, e.prefix, rooms, 20*time.Second)
 
-	rc.mu.Lock()
 	attempts := map[string][]string{}
-	for _, r := range rc.requests {
+	for _, r := range rc.Requests() {
 		attempts[r.Delivery] = append(attempts[r.Delivery], r.Attempt)
 	}
-	rc.mu.Unlock()
 	retried := 0
 	for d, as := range attempts {
 		slices.Sort(as) // recorded as answered: a timed-out try may end after the next
@@ -149,7 +144,7 @@ func TestWebhooksRetryUntilTheReceiverRecovers(t *testing.T) {
 func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 	e := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
 	var cured atomic.Bool
-	rc := newReceiver(t, func(r *request) int {
+	rc := hooktest.NewReceiver(t, secret, func(r *hooktest.Request) int {
 		for _, m := range r.Messages {
 			if strings.Contains(m.Message, "poison") && !cured.Load() {
 				return http.StatusUnprocessableEntity
@@ -158,17 +153,17 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 		return http.StatusNoContent
 	})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 3 }).Collectors()...)
+	reg.MustRegister(e.start(rc.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 3 }).Collectors()...)
 	before := e.append("lobby", "fine 1")
-	testkit.Eventually(t, 15*time.Second, "the first message", func() bool { return len(rc.delivered()["lobby"]) == 1 })
+	testkit.Eventually(t, 15*time.Second, "the first message", func() bool { return len(rc.Delivered()["lobby"]) == 1 })
 	poison := e.append("lobby", "poison")
 	testkit.Eventually(t, 15*time.Second, "the dead letter", func() bool {
 		n, _ := e.rdb.XLen(context.Background(), streams.Keys{Prefix: e.prefix}.Dead("lobby")).Result()
 		return n == 1
 	})
 	after := []string{e.append("lobby", "fine 2"), e.xadd("lobby", "fine 3")}
-	testkit.Eventually(t, 15*time.Second, "the room to go on", func() bool { return len(rc.delivered()["lobby"]) == 3 })
-	if got := rc.delivered()["lobby"]; got[0] != before || got[1] != after[0] || got[2] != after[1] {
+	testkit.Eventually(t, 15*time.Second, "the room to go on", func() bool { return len(rc.Delivered()["lobby"]) == 3 })
+	if got := rc.Delivered()["lobby"]; got[0] != before || got[1] != after[0] || got[2] != after[1] {
 		t.Fatalf("delivered %v, want %s then %v", got, before, after)
 	}
 	dead, err := e.store.DeadLetters(ctx10(t), "lobby", streams.Zero, 10)
@@ -186,7 +181,7 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 	}
 
 	// Replay while the receiver still refuses: nothing is removed.
-	sender := hooks.NewSender(rc.srv.URL, secret, 5*time.Second, 1)
+	sender := hooks.NewSender(rc.URL, secret, 5*time.Second, 1)
 	if n, err := hooks.Replay(ctx10(t), e.store, sender, "lobby", 10); err == nil || n != 0 {
 		t.Fatalf("replay to a refusing receiver = %d, %v; want an error", n, err)
 	}
@@ -200,7 +195,7 @@ func TestWebhooksPoisonBatchGoesToDeadLetters(t *testing.T) {
 	if left, _ := e.store.DeadLetters(ctx10(t), "lobby", streams.Zero, 10); len(left) != 0 {
 		t.Fatalf("after the replay %d dead letters", len(left))
 	}
-	if got := rc.delivered()["lobby"]; len(got) != 4 || got[3] != poison {
+	if got := rc.Delivered()["lobby"]; len(got) != 4 || got[3] != poison {
 		t.Fatalf("after the replay delivered %v, want the poison last", got)
 	}
 }
@@ -213,29 +208,29 @@ func TestWebhooksTakeOverFromADeadInstance(t *testing.T) {
 	a := newEnv(t, srv, "", streams.ModeNotify)
 	b := newEnv(t, srv, a.prefix, streams.ModeNotify)
 	hang := make(chan struct{})
-	stuck := newReceiver(t, func(*request) int { <-hang; return http.StatusOK })
+	stuck := hooktest.NewReceiver(t, secret, func(*hooktest.Request) int { <-hang; return http.StatusOK })
 	t.Cleanup(func() { close(hang) }) // before the receiver's Close, which waits for it
-	rc := newReceiver(t, nil)
+	rc := hooktest.NewReceiver(t, secret, nil)
 	const claimAfter = 2 * time.Second
-	wa := a.start(stuck.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Timeout = claimAfter, time.Minute })
+	wa := a.start(stuck.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter, o.Timeout = claimAfter, time.Minute })
 	first := []string{a.append("room", "one"), a.append("room", "two")}
-	testkit.Eventually(t, 15*time.Second, "A's request", func() bool { stuck.mu.Lock(); defer stuck.mu.Unlock(); return stuck.all == 1 })
+	testkit.Eventually(t, 15*time.Second, "A's request", func() bool { return stuck.InFlight() == 1 })
 	readAt := time.Now()
 
 	regB := prometheus.NewRegistry()
-	regB.MustRegister(b.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter = claimAfter }).Collectors()...)
+	regB.MustRegister(b.start(rc.URL, func(o *hooks.WebhookOptions) { o.ClaimAfter = claimAfter }).Collectors()...)
 	b.append("room", "three")
 	time.Sleep(claimAfter / 2)
-	if got := rc.delivered()["room"]; len(got) != 0 {
+	if got := rc.Delivered()["room"]; len(got) != 0 {
 		t.Fatalf("B delivered %v while A was alive and held the room", got)
 	}
 	// A dies: it stops renewing, its request is cut, it leaves what it holds.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = wa.Close(ctx)
-	rc.waitDelivered(b, []string{"room"}, 10*time.Second)
+	rc.WaitStreams(b.rdb, b.prefix, []string{"room"}, 10*time.Second)
 	took := time.Since(readAt)
-	if got := rc.delivered()["room"]; got[0] != first[0] || got[1] != first[1] {
+	if got := rc.Delivered()["room"]; got[0] != first[0] || got[1] != first[1] {
 		t.Fatalf("B delivered %v, want A's batch %v first", got, first)
 	}
 	if took < claimAfter {
@@ -254,24 +249,24 @@ func TestWebhooksStartWhenEnabled(t *testing.T) {
 	e := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
 	old := e.append("old", "before")
 	time.Sleep(5 * time.Millisecond)
-	rc := newReceiver(t, nil)
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromEnabled })
+	rc := hooktest.NewReceiver(t, secret, nil)
+	e.start(rc.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromEnabled })
 	testkit.Eventually(t, 15*time.Second, "hooks:since", func() bool {
 		return e.rdb.Exists(context.Background(), streams.Keys{Prefix: e.prefix}.HooksSince()).Val() == 1
 	})
 	newer := e.append("old", "after")
 	fresh := e.xadd("new", "a new room")
-	testkit.Eventually(t, 15*time.Second, "the new messages", func() bool { d := rc.delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
-	if d := rc.delivered(); d["old"][0] != newer || d["new"][0] != fresh {
+	testkit.Eventually(t, 15*time.Second, "the new messages", func() bool { d := rc.Delivered(); return len(d["old"]) == 1 && len(d["new"]) == 1 })
+	if d := rc.Delivered(); d["old"][0] != newer || d["new"][0] != fresh {
 		t.Fatalf("delivered %v; want %s (not %s) and %s", d, newer, old, fresh)
 	}
 
 	e2 := newEnv(t, redistest.Shared(t), "", streams.ModeNotify)
 	all := []string{e2.append("old", "before 1"), e2.xadd("old", "before 2")}
-	rc2 := newReceiver(t, nil)
-	e2.start(rc2.srv.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromStart })
-	rc2.waitDelivered(e2, []string{"old"}, 10*time.Second)
-	if got := rc2.delivered()["old"]; len(got) != 2 || got[0] != all[0] {
+	rc2 := hooktest.NewReceiver(t, secret, nil)
+	e2.start(rc2.URL, func(o *hooks.WebhookOptions) { o.From = streams.HookFromStart })
+	rc2.WaitStreams(e2.rdb, e2.prefix, []string{"old"}, 10*time.Second)
+	if got := rc2.Delivered()["old"]; len(got) != 2 || got[0] != all[0] {
 		t.Fatalf("from the start: delivered %v, want %v", got, all)
 	}
 }
@@ -283,12 +278,12 @@ func TestWebhooksWithoutKeyspaceNotifications(t *testing.T) {
 	srv := redistest.Start(t, redistest.WithArgs("--rename-command", "CONFIG", ""))
 	e := newEnv(t, srv, "", streams.ModeAuto)
 	e.xadd("early", "written before xroom")
-	rc := newReceiver(t, nil)
-	e.start(rc.srv.URL, nil)
+	rc := hooktest.NewReceiver(t, secret, nil)
+	e.start(rc.URL, nil)
 	e.append("app", "through xroom")
 	e.xadd("early", "more from redis-cli")
 	e.xadd("cli", "a room only redis-cli knows")
-	rc.waitDelivered(e, []string{"early", "app", "cli"}, 10*time.Second)
+	rc.WaitStreams(e.rdb, e.prefix, []string{"early", "app", "cli"}, 10*time.Second)
 }
 
 // metricValue is the value of reg's metric name (a counter or a gauge).
@@ -318,7 +313,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 	blocking := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, PoolSize: 2})
 	e.hub = streams.NewHub(e.store, blocking, streams.HubOptions{Logger: testkit.Quiet()})
 	t.Cleanup(func() { _ = e.hub.Close() })
-	rc := newReceiver(t, func(r *request) int {
+	rc := hooktest.NewReceiver(t, secret, func(r *hooktest.Request) int {
 		for _, m := range r.Messages {
 			if m.Message == "poison" {
 				return http.StatusBadRequest
@@ -326,7 +321,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	e.start(rc.srv.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 2 })
+	e.start(rc.URL, func(o *hooks.WebhookOptions) { o.MaxAttempts = 2 })
 	poison, err := cc.XAdd(ctx10(t), &redis.XAddArgs{Stream: e.key("c"), Values: []any{"user", "cli", "message", "poison"}}).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +349,7 @@ func TestWebhooksOnCluster(t *testing.T) {
 		}
 	}
 	testkit.Eventually(t, 15*time.Second, "every room delivered", func() bool {
-		got := rc.delivered()
+		got := rc.Delivered()
 		for _, room := range rooms {
 			if !slices.Equal(got[room], want[room]) {
 				return false

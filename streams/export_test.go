@@ -1,5 +1,7 @@
 package streams
 
+import "context"
+
 // Crash stops the heartbeat without removing anything from Redis, as a
 // crashed instance would (tests only).
 func (p *Presence) Crash() {
@@ -19,3 +21,11 @@ var WithNotifyFlags = withNotifyFlags
 
 // SuspectAll is suspectAll, for tests: as if the primary had changed.
 func (h *Hub) SuspectAll() { h.suspectAll() }
+
+// Gap is gap, for tests.
+func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
+	return s.gap(ctx, room, since)
+}
+
+// GapChecked is gapChecked, for tests.
+func (s *Subscription) GapChecked(at ID, seen *History) { s.gapChecked(at, seen) }

@@ -13,18 +13,18 @@ import "context"
 type catchUpGap struct {
 	found   bool
 	oldest  ID
-	checked ID // a catch-up read from here is judged against seen (GapChecked)
+	checked ID // a catch-up read from here is judged against seen (gapChecked)
 	settled bool
 	seen    *History
 }
 
-// GapChecked tells the subscription that the caller has already dealt
+// gapChecked tells the subscription that the caller has already dealt
 // with what may be missing after at (a join's own gap check), so that one
 // gap is not announced twice. seen is the History the caller judged by: a
 // catch-up read from at reports a gap only if entries were removed since
 // (trimming between the caller's look and the read). A nil seen means
 // nothing before at can be missing (a replay from the oldest entry).
-func (s *Subscription) GapChecked(at ID, seen *History) {
+func (s *Subscription) gapChecked(at ID, seen *History) {
 	s.gap.checked, s.gap.settled, s.gap.seen = at, true, seen
 }
 
@@ -39,7 +39,7 @@ func (s *Subscription) Gap() (oldest ID, ok bool) {
 }
 
 // checkGap decides, for a catch-up read from cursor that returned es,
-// whether entries after cursor were lost, by the rule of Store.Gap. It
+// whether entries after cursor were lost, by the rule of Store.gap. It
 // costs one XINFO per catch-up read (a page of up to cap(dst) entries),
 // never on reads served from memory.
 func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) error {

@@ -240,11 +240,11 @@ func (s *Store) replay(ctx context.Context, room string, p Plan, seen *History, 
 // Joined tells the subscription the plan its connection joined by: a new
 // epoch drops what the room's buffer holds of the old history, and a
 // replay's first catch-up read does not announce again what the plan's
-// gaps did (GapChecked), only what was trimmed after the plan looked.
+// gaps did (gapChecked), only what was trimmed after the plan looked.
 func (s *Subscription) Joined(p Plan) {
 	s.sawEpoch(p.Epoch)
 	if p.Start == StartAfter {
-		s.GapChecked(p.After, p.seen)
+		s.gapChecked(p.After, p.seen)
 	}
 }
 
