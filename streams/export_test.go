@@ -22,9 +22,12 @@ var WithNotifyFlags = withNotifyFlags
 // SuspectAll is suspectAll, for tests: as if the primary had changed.
 func (h *Hub) SuspectAll() { h.suspectAll() }
 
-// Gap is gap, for tests.
+// Gap reports, for tests, whether entries after since were trimmed or
+// deleted (History.Trimmed, the rule a plan's gaps follow), and the oldest
+// retained ID (Zero when the room is empty).
 func (s *Store) Gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
-	return s.gap(ctx, room, since)
+	h, err := s.History(ctx, room)
+	return err == nil && h.Trimmed(since), h.Oldest, err
 }
 
 // GapChecked is gapChecked, for tests.

@@ -97,10 +97,3 @@ func (s *Store) Holds(ctx context.Context, room string, id ID) (bool, error) {
 	}
 	return len(msgs) == 1, nil
 }
-
-// gap reports whether entries after since were trimmed or deleted, and the
-// oldest retained ID (Zero when the room is empty). See History.Trimmed.
-func (s *Store) gap(ctx context.Context, room string, since ID) (gap bool, oldest ID, err error) {
-	h, err := s.History(ctx, room)
-	return err == nil && h.Trimmed(since), h.Oldest, err
-}

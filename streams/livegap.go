@@ -39,7 +39,7 @@ func (s *Subscription) Gap() (oldest ID, ok bool) {
 }
 
 // checkGap decides, for a catch-up read from cursor that returned es,
-// whether entries after cursor were lost, by the rule of Store.gap. It
+// whether entries after cursor were lost, by the rule of History.Trimmed. It
 // costs one XINFO per catch-up read (a page of up to cap(dst) entries),
 // never on reads served from memory.
 func (s *Subscription) checkGap(ctx context.Context, cursor ID, es []Entry) error {
