@@ -171,7 +171,14 @@ func (s *Store) sendBatch(self *appendCall) {
 }
 
 // batchContext is the context of a batch: no caller's deadline is cut short.
+// A batch of one caller's appends (the usual case below the coalescer's
+// limit) runs under that caller's own deadline, sparing a timer per batch.
 func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
+	if one := calls[0].ctx; sameContext(calls, one) {
+		if _, ok := one.Deadline(); ok {
+			return one, func() {}
+		}
+	}
 	var latest time.Time
 	for _, c := range calls {
 		d, ok := c.ctx.Deadline()
@@ -183,6 +190,16 @@ func batchContext(calls []*appendCall) (context.Context, context.CancelFunc) {
 		}
 	}
 	return context.WithDeadline(context.Background(), latest)
+}
+
+// sameContext reports whether every call was made with ctx.
+func sameContext(calls []*appendCall, ctx context.Context) bool {
+	for _, c := range calls[1:] {
+		if c.ctx != ctx {
+			return false
+		}
+	}
+	return true
 }
 
 // appendAll stores calls and sets each call's result, and returns the

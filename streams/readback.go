@@ -38,21 +38,28 @@ import (
 // tail's read. TAIL_READ_BACK=false (HubOptions.NoReadBack) turns it off.
 
 // readBack is the read of one append pipeline: the rooms it claimed, each
-// with the doorbell generation it was claimed under.
+// with the doorbell generation it was claimed under and the batch's XADDs
+// Redis stored in it (what the read covers).
 type readBack struct {
 	h     *Hub
 	rooms []*tailedRoom
 	gens  []int64
+	added []int
 	q     tailQuery
 	cmd   *redis.XStreamSliceCmd
-	added map[string]int // by room, the batch's XADDs Redis stored (what the read covers)
+	// A batch's rooms are few at the rates where allocations count: they
+	// fit here, so that a read back is one allocation.
+	roomsBuf [4]*tailedRoom
+	gensBuf  [4]int64
+	addedBuf [4]int
 }
 
 // claimReadBack claims, of the rooms an append batch writes to, those this
 // hub tails, hears on a live doorbell and is not reading or about to read:
 // the batch's pipeline reads them. Nil when there are none.
 func (h *Hub) claimReadBack(names []string) *readBack {
-	var rb readBack
+	rb := &readBack{h: h}
+	rb.rooms = rb.roomsBuf[:0]
 	h.mu.RLock()
 	for _, n := range names {
 		if r := h.rooms[n]; r != nil && r.bellGen.Load() > 0 && !r.suspect.Load() {
@@ -63,6 +70,7 @@ func (h *Hub) claimReadBack(names []string) *readBack {
 	if len(rb.rooms) == 0 {
 		return nil
 	}
+	rb.gens = rb.gensBuf[:0]
 	t := h.tail
 	t.mu.Lock()
 	kept := rb.rooms[:0]
@@ -77,8 +85,13 @@ func (h *Hub) claimReadBack(names []string) *readBack {
 	if len(kept) == 0 {
 		return nil
 	}
-	rb.h, rb.rooms = h, kept
-	return &rb
+	rb.rooms = kept
+	if len(kept) <= len(rb.addedBuf) {
+		rb.added = rb.addedBuf[:len(kept)]
+	} else {
+		rb.added = make([]int, len(kept))
+	}
+	return rb
 }
 
 // queue adds the read to pipe, after the batch's XADDs.
@@ -90,10 +103,12 @@ func (rb *readBack) queue(ctx context.Context, pipe redis.Pipeliner) {
 // stored counts one XADD of the batch's first pipeline that Redis stored
 // in room.
 func (rb *readBack) stored(room string) {
-	if rb.added == nil {
-		rb.added = make(map[string]int, 1)
+	for i, r := range rb.rooms {
+		if r.name == room {
+			rb.added[i]++
+			return
+		}
 	}
-	rb.added[room]++
 }
 
 // done delivers what the read found and releases the rooms. A read that
@@ -113,19 +128,19 @@ func (rb *readBack) done() {
 	default:
 		again = h.deliver(rb.q, res)
 	}
-	h.tail.readBackDone(rb, again, ok, rb.added)
+	h.tail.readBackDone(rb, again, ok)
 }
 
 // readBackDone releases the rooms of a read back (see done), setting how
 // many of their coming events to skip.
-func (t *tailer) readBackDone(rb *readBack, again []*tailedRoom, ok bool, stored map[string]int) {
+func (t *tailer) readBackDone(rb *readBack, again []*tailedRoom, ok bool) {
 	skipped := 0
 	t.mu.Lock()
 	for _, r := range again {
 		r.again = true
 	}
 	for i, r := range rb.rooms {
-		owed := r.skip + stored[r.name]
+		owed := r.skip + rb.added[i]
 		r.readingBack = false
 		if !ok || r.early > owed || r.bellGen.Load() != rb.gens[i] {
 			r.again, r.skip = true, 0
