@@ -120,7 +120,7 @@ func (s *session) storeRun(run []outgoing) {
 			continue
 		}
 		if m.ClientID != "" && !s.compat {
-			s.queueAck(encode(ackFrame{Type: "ack", ClientID: m.ClientID, ID: r.ID.String(), Duplicate: r.Duplicate}), r.ID)
+			s.queueAck(encodeAck(m.ClientID, r.ID, r.Duplicate), r.ID)
 			s.sub.Acked(r.ID) // should a failover lose it unread, this connection is told
 		}
 	}

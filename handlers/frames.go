@@ -39,6 +39,21 @@ type ackFrame struct {
 	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
+// encodeAck is encode(ackFrame{...}), byte for byte, without reflection:
+// every acknowledged send encodes one.
+func encodeAck(clientID string, id streams.ID, duplicate bool) []byte {
+	b := make([]byte, 0, 48+len(clientID))
+	b = append(b, `{"type":"ack","client_id":`...)
+	b = appendJSONString(b, clientID)
+	b = append(b, `,"id":"`...)
+	b = id.AppendTo(b)
+	b = append(b, '"')
+	if duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	return append(b, '}')
+}
+
 type gapFrame struct {
 	Type     string `json:"type"`
 	Reason   string `json:"reason"`

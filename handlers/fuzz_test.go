@@ -171,3 +171,18 @@ func FuzzEncodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// The ack is encoded by hand (encodeAck): it must be what json.Marshal
+// makes of ackFrame, for any client_id and ID.
+func FuzzEncodeAck(f *testing.F) {
+	f.Add("c-1", uint64(1732380000000), uint64(0), false)
+	f.Add("", uint64(0), uint64(0), true)
+	f.Add("\xff<&>\"\\\u2028\x00é", uint64(18446744073709551615), uint64(18446744073709551615), true)
+	f.Fuzz(func(t *testing.T, clientID string, ms, seq uint64, dup bool) {
+		id := streams.ID{Ms: ms, Seq: seq}
+		want, _ := json.Marshal(ackFrame{Type: "ack", ClientID: clientID, ID: id.String(), Duplicate: dup})
+		if got := encodeAck(clientID, id, dup); string(got) != string(want) {
+			t.Fatalf("encodeAck(%q, %s, %v) = %s, want %s", clientID, id, dup, got, want)
+		}
+	})
+}

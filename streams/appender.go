@@ -312,24 +312,21 @@ func (s *Store) queueAppend(ctx context.Context, pipe redis.Pipeliner, c *append
 
 // appendResult reads one append's reply into c.
 func (s *Store) appendResult(c *appendCall, execErr error) {
-	stream := s.keys.Messages(c.room)
 	var raw string
+	var err error
 	if c.add != nil {
-		if err := cmdErr(c.add.Err(), c.add.Val() == "", execErr); err != nil {
-			c.err = fmt.Errorf("append to %s: %w", stream, err)
-			return
+		if err = cmdErr(c.add.Err(), c.add.Val() == "", execErr); err == nil {
+			raw = c.add.Val()
 		}
-		raw = c.add.Val()
 	} else {
-		var err error
-		if raw, c.dup, err = scriptResult(c, execErr); err != nil {
-			c.err = fmt.Errorf("append to %s: %w", stream, err)
-			return
-		}
+		raw, c.dup, err = scriptResult(c, execErr)
 	}
-	id, err := ParseID(raw)
+	var id ID
+	if err == nil {
+		id, err = ParseID(raw)
+	}
 	if err != nil {
-		c.err = fmt.Errorf("append to %s: %w", stream, err)
+		c.err = fmt.Errorf("append to %s: %w", s.keys.Messages(c.room), err) // the key only when it fails
 		return
 	}
 	c.id = id
