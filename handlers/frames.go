@@ -3,7 +3,6 @@ package handlers
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"unicode"
 	"unicode/utf8"
 
@@ -110,9 +109,11 @@ func decodeFrame(data []byte, maxBytes int) (streams.Message, *refusal) {
 	if !utf8.Valid(data) {
 		return m, &refusal{code: codeBadUTF8, message: "the frame is not valid UTF-8"}
 	}
-	var f clientFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return m, &refusal{code: codeBadJSON, message: jsonProblem(err)}
+	f, ok := scanFrame(data) // framescan.go
+	if !ok {
+		if err := json.Unmarshal(data, &f); err != nil {
+			return m, &refusal{code: codeBadJSON, message: jsonProblem(err)}
+		}
 	}
 	if f.ClientID != nil {
 		m.ClientID = *f.ClientID
@@ -156,16 +157,26 @@ func jsonProblem(err error) string {
 	return "malformed JSON: " + err.Error()
 }
 
-var (
-	roomRe     = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
-	clientIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-)
+// nameOf reports whether s is 1 to limit of A-Z a-z 0-9 . _ - (the rule of
+// rooms and client_ids; a loop, as it runs on every send).
+func nameOf(s string, limit int) bool {
+	if len(s) == 0 || len(s) > limit {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidRoom is the room name rule: 1 to 100 of A-Z a-z 0-9 . _ - (as Django Channels' group names).
-func ValidRoom(room string) bool { return roomRe.MatchString(room) }
+func ValidRoom(room string) bool { return nameOf(room, 100) }
 
 // ValidClientID: no ':' so that dedup keys read back unambiguously.
-func ValidClientID(id string) bool { return clientIDRe.MatchString(id) }
+func ValidClientID(id string) bool { return nameOf(id, 64) }
 
 // maxUserRunes is the longest display name.
 const maxUserRunes = 32

@@ -10,6 +10,12 @@ import (
 	"github.com/xroom/xroom/streams"
 )
 
+// sameFrame reports whether two decoded client frames hold the same fields.
+func sameFrame(a, b clientFrame) bool {
+	same := func(x, y *string) bool { return x == nil && y == nil || x != nil && y != nil && *x == *y }
+	return same(a.Type, b.Type) && same(a.Message, b.Message) && same(a.ClientID, b.ClientID)
+}
+
 // Fuzz targets (seed corpora in testdata/fuzz/; CI runs each briefly):
 //
 //	go test -run '^$' -fuzz '^FuzzDecodeFrame$' -fuzztime 10s ./handlers
@@ -31,10 +37,19 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"typing"}`, `{"message":5}`, `[]`, `null`, `"x"`, `{`, "\xff", `{"message":"\u0000"}`,
 		`{"message":"hi","client_id":"a:b"}`, `{"message":"hi","message":"twice"}`, `{"Message":"case"}`,
 		`{"message":"\ud800"}`, strings.Repeat("[", 1000), `{"message":"hi"} trailing`, `{"message":"` + strings.Repeat("x", 65) + `"}`,
+		" {\t\"message\" :\r\n\"hé\" , \"type\":\"message\"} ", `{}`, `{"message":"a\"b"}`, `{"message":"hi",}`, `{"message":"hi"}}`,
+		`{"client_id":"c","client_id":"d","message":"x"}`, `{"type":"read","id":"1-0"}`, `{"message":null}`, "{\"message\":\"a\tb\"}",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The fast path decides only what encoding/json decides the same.
+		if fast, ok := scanFrame(data); ok && utf8.Valid(data) {
+			var slow clientFrame
+			if err := json.Unmarshal(data, &slow); err != nil || !sameFrame(fast, slow) {
+				t.Fatalf("scanFrame(%q) = %+v, encoding/json %+v (%v)", data, fast, slow, err)
+			}
+		}
 		m, bad := decodeFrame(data, fuzzMaxBytes)
 		if bad == typingFrame || bad == readFrame {
 			return // {"type":"typing"} or "read": passed on, neither stored nor refused
