@@ -69,6 +69,15 @@ func (res *result) checkRedis(f *scenarioFlags) {
 	}
 }
 
+// checkDeliveries adds the checks of a run whose figure is deliveries:
+// nothing lost, p99, rate and Redis's share.
+func (res *result) checkDeliveries(f *scenarioFlags) {
+	res.checkNoLoss()
+	res.checkP99(f.wantP99)
+	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
+	res.checkRedis(f)
+}
+
 // fanout: subs subscribers and pubs publishers in one room. The publishers'
 // own copies of the messages are read but not counted.
 func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (*result, error) {
@@ -84,10 +93,7 @@ func fanout(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) 
 	if err := l.execute(ctx, res); err != nil {
 		return res, err
 	}
-	res.checkNoLoss()
-	res.checkP99(f.wantP99)
-	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
-	res.checkRedis(f)
+	res.checkDeliveries(f)
 	rateWhat := ""
 	if f.rate <= 0 { // closed loop: the rate is the figure
 		rateWhat = "deliveries/s"
@@ -124,10 +130,7 @@ func rooms(ctx context.Context, o *options, f *scenarioFlags, rdb redisClient) (
 	if err := l.execute(ctx, res); err != nil {
 		return res, err
 	}
-	res.checkNoLoss()
-	res.checkP99(f.wantP99)
-	res.checkMin("deliveries/s", res.DeliveriesPerSec, f.wantRate, "/s")
-	res.checkRedis(f)
+	res.checkDeliveries(f)
 	return res, res.checkVs(f, "", nil)
 }
 

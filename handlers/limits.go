@@ -110,7 +110,7 @@ func (g *guard) allowMessage(conn *bucket, user, clientID string) *refusal {
 		g.mu.Lock()
 		ub := g.users[user]
 		if ub == nil {
-			g.sweep(now)
+			sweep(g.users, &g.swept, now, l.UserRate, l.UserBurst)
 			ub = &bucket{}
 			g.users[user] = ub
 		}
@@ -138,24 +138,11 @@ func (g *guard) allowSend(ip netip.Addr, user, clientID string) *refusal {
 	defer g.sendMu.Unlock()
 	b := g.sends[ip]
 	if b == nil {
-		g.sweepSends(clock())
+		sweep(g.sends, &g.sendsSwept, clock(), g.limits.Rate, g.limits.Burst)
 		b = &bucket{}
 		g.sends[ip] = b
 	}
 	return g.allowMessage(b, user, clientID)
-}
-
-// sweepSends forgets addresses whose bucket has refilled, as sweep does users.
-func (g *guard) sweepSends(now int64) {
-	if len(g.sends) < 2*max(g.sendsSwept, 512) {
-		return
-	}
-	for ip, b := range g.sends {
-		if b.level(now, g.limits.Rate, g.limits.Burst) >= float64(g.limits.Burst) {
-			delete(g.sends, ip)
-		}
-	}
-	g.sendsSwept = len(g.sends)
 }
 
 func rateLimited(clientID, rule string, retry time.Duration) *refusal {
@@ -166,18 +153,19 @@ func rateLimited(clientID, rule string, retry time.Duration) *refusal {
 
 const codeRateLimited = "rate_limited"
 
-// sweep forgets users whose bucket has refilled (they are as if new), once
-// the map has doubled since the last sweep: amortised O(1) per new user.
-func (g *guard) sweep(now int64) {
-	if len(g.users) < 2*max(g.swept, 512) {
+// sweep forgets the buckets that have refilled at rate in bursts of burst
+// (they are as if new), once the map has doubled since the last sweep
+// (*swept, its size then): amortised O(1) per new key.
+func sweep[K comparable](m map[K]*bucket, swept *int, now int64, rate float64, burst int) {
+	if len(m) < 2*max(*swept, 512) {
 		return
 	}
-	for u, b := range g.users {
-		if b.level(now, g.limits.UserRate, g.limits.UserBurst) >= float64(g.limits.UserBurst) {
-			delete(g.users, u)
+	for k, b := range m {
+		if b.level(now, rate, burst) >= float64(burst) {
+			delete(m, k)
 		}
 	}
-	g.swept = len(g.users)
+	*swept = len(m)
 }
 
 // ipFull reports whether ip already has MaxConnsPerIP connections open. It
