@@ -11,17 +11,24 @@
 # A build is a git revision (built from `git archive` into OUT) or the path
 # of an xroom binary. Each run is one JSON in OUT (default
 # bench/results/ab-DATE); the last lines are each build's medians and, with
-# -redis-commands, Redis's CPU per message. Servers run without rate limits,
-# with REDIS_POOL_SIZE=20, like bench/run.sh's; AB_ENV adds to their
-# environment (e.g. AB_ENV="TAIL_READ_BACK=false").
+# -redis-commands, Redis's CPU per message. The servers start as
+# bench/run.sh's do (bench/servers.sh: limits off, REDIS_POOL_SIZE=20);
+# AB_ENV adds to their environment (e.g. AB_ENV="TAIL_READ_BACK=false").
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 3 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,16p' "$0"; exit 2; }
 ROUNDS=$1; BUILDS=$2; shift 2
 OUT=${OUT:-$ROOT/bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT" || exit 2
 cd "$ROOT" || exit 2
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
+
+# shellcheck source=bench/servers.sh
+. "$ROOT/bench/servers.sh"
+POOL=20
+read -r -a SERVER_ENV <<<"${AB_ENV:-}"
+trap 'stop_server; stop_redis' EXIT
+trap 'exit 130' INT TERM
 
 # Names, and binaries, of the builds.
 NAMES=()
@@ -31,42 +38,23 @@ for b in $BUILDS; do
 		cp "$b" "$OUT/xroom-$n" || exit 2
 	else
 		n=$(git rev-parse --short "$b") || exit 2
-		rm -rf "$OUT/src-$n" && mkdir -p "$OUT/src-$n" || exit 2
-		git archive "$n" | tar -x -C "$OUT/src-$n" || exit 2
-		(cd "$OUT/src-$n" && go build -o "$OUT/xroom-$n" ./app) || exit 2
+		build_rev "$n" "$OUT/xroom-$n" || exit 2
 	fi
 	NAMES+=("$n")
 done
 go build -o "$OUT/bench" ./bench || exit 2
 
-# free_port: a TCP port nothing listens on, below Linux's ephemeral range.
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 10000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
-
-# one NAME ROUND: a fresh redis-server and xroom, one bench run.
+# one NAME ROUND SCENARIO...: a fresh redis-server and xroom, one bench run.
 one() {
-	local name=$1 round=$2 rp sp rpid spid
+	local name=$1 round=$2
 	shift 2
-	rp=$(free_port); sp=$(free_port)
-	redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no \
-		--logfile "$OUT/redis-$name-$round.log" &
-	rpid=$!
-	for _ in $(seq 50); do redis-cli -p "$rp" ping >/dev/null 2>&1 && break; sleep 0.1; done
-	env ENV_FILE=/dev/null RATE_LIMIT=0 USER_RATE_LIMIT=0 MAX_CONNS_PER_IP=0 \
-		REDIS_URL="redis://127.0.0.1:$rp" REDIS_POOL_SIZE=20 ADDR="127.0.0.1:$sp" \
-		HISTORY_MAXLEN=200000 LOG_LEVEL=warn ${AB_ENV:-} \
-		"$OUT/xroom-$name" >"$OUT/server-$name-$round.log" 2>&1 &
-	spid=$!
-	for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$sp") 2>/dev/null && break; sleep 0.1; done
-	"$OUT/bench" "$@" -server "127.0.0.1:$sp" -redis "127.0.0.1:$rp" -pid "$spid" -json \
+	SERVER_BIN=$OUT/xroom-$name
+	start_redis
+	start_server
+	"$OUT/bench" "$@" -server "$SERVER_ADDR" -redis "127.0.0.1:$REDIS_PORT" -pid "$SERVER_PID" -json \
 		>"$OUT/$name-$round.json" 2>"$OUT/bench-$name-$round.log"
-	kill "$spid" "$rpid" 2>/dev/null
-	wait "$spid" "$rpid" 2>/dev/null
+	stop_server
+	stop_redis
 }
 
 SCENARIO=("$@")

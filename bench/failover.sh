@@ -1,5 +1,5 @@
 # bench/failover.sh: issue 10's part of the suite (failover and
-# REDIS_ACK_REPLICAS), sourced by bench/run.sh, which defines free_port,
+# REDIS_ACK_REPLICAS), sourced by bench/run.sh, which defines (with bench/servers.sh) free_port,
 # log, start_server, stop_server, run_bench, scenario, xadd_rps,
 # baseline_json and the variables they use. Not a script of its own:
 #

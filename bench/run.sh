@@ -56,26 +56,8 @@ done
 # Thousands of sockets per process: raise the soft file limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
-# free_port prints a TCP port nothing listens on, below Linux's ephemeral
-# range (32768-60999), where the bench's own outgoing connections would
-# otherwise take it first. Starting a server on it is still retried.
-free_port() {
-	local p
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 12000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	echo "run.sh: no free port found" >&2
-	exit 2
-}
-
-REDIS_PORT=
-REDIS_PID=
-SERVER_ADDR=
-SERVER_PID=
+# shellcheck source=bench/servers.sh
+. "$ROOT/bench/servers.sh"
 SERVER_BIN= # set below: the xroom binary start_server runs
 SERVER_ENV=() # extra environment of the servers start_server starts
 SERVER2_ADDR=
@@ -96,98 +78,13 @@ go build -o "$OUT/xroom" ./app || exit 2
 go build -o "$OUT/bench" ./bench || exit 2
 SERVER_BIN=$OUT/xroom
 if [ -n "$BASE_REV" ] && [ "$SUITE" = all ]; then
-	# The older server, from git (no worktree needed): its own module, built
-	# with the same Go.
+	# The older server, from git.
 	BASE_NAME=$(git rev-parse --short "$BASE_REV") || exit 2
-	mkdir -p "$OUT/base-src"
-	git archive "$BASE_REV" | tar -x -C "$OUT/base-src" || exit 2
-	(cd "$OUT/base-src" && go build -o "$OUT/xroom-base" ./app) || exit 2
-	rm -rf "$OUT/base-src"
+	build_rev "$BASE_REV" "$OUT/xroom-base" || exit 2
 fi
 
-# --- redis-server -------------------------------------------------------------
-start_redis() {
-	REDIS_PORT=$(free_port)
-	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-		--maxclients 10000 --logfile "$OUT/redis.log" &
-	REDIS_PID=$!
-	for _ in $(seq 100); do
-		redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
-		kill -0 "$REDIS_PID" 2>/dev/null || break # exited: the port was taken after all
-		sleep 0.1
-	done
-	kill "$REDIS_PID" 2>/dev/null
-	wait "$REDIS_PID" 2>/dev/null
-	REDIS_PID=
-	return 1
-}
-for attempt in 1 2 3 4 5; do
-	start_redis && break
-	if [ "$attempt" = 5 ]; then
-		echo "run.sh: redis-server did not start; see $OUT/redis.log" >&2
-		exit 2
-	fi
-done
-
-# --- xroom server ---------------------------------------------------------------
-start_server() {
-	local attempt
-	for attempt in 1 2 3 4 5; do
-		SERVER_ADDR=127.0.0.1:$(free_port)
-		try_server && return 0
-	done
-	echo "run.sh: xroom did not become ready; see $OUT/server.log" >&2
-	exit 2
-}
-
-# ready_ok tells whether GET /readyz answers 200 (bash only: no curl needed).
-ready_ok() {
-	(
-		exec 3<>"/dev/tcp/${SERVER_ADDR%:*}/${SERVER_ADDR##*:}" || exit 1
-		printf 'GET /readyz HTTP/1.0\r\nHost: %s\r\n\r\n' "$SERVER_ADDR" >&3
-		read -r -t 5 status <&3
-		[[ $status == *" 200 "* ]]
-	) 2>/dev/null
-}
-
-try_server() {
-	# ---- LIMIT OVERRIDES: keep every limit generous for the benchmark. --------
-	# The load comes from one IP at rates no single user sends: rate limits and
-	# per-IP connection caps must be off. Add any new limit variable here.
-	local limits=(
-		RATE_LIMIT=0
-		USER_RATE_LIMIT=0
-		MAX_CONNS_PER_IP=0
-	)
-	# ---------------------------------------------------------------------------
-	# ENV_FILE=/dev/null: a developer's .env in the checkout must not change
-	# the benchmark's server.
-	env "${limits[@]}" \
-		ENV_FILE=/dev/null \
-		REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-		REDIS_POOL_SIZE="$POOL" \
-		ADDR="$SERVER_ADDR" \
-		HISTORY_MAXLEN=200000 \
-		LOG_LEVEL=warn \
-		"${SERVER_ENV[@]}" \
-		"$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
-	SERVER_PID=$!
-	for _ in $(seq 200); do
-		ready_ok && return 0
-		kill -0 "$SERVER_PID" 2>/dev/null || break # exited: see server.log
-		sleep 0.1
-	done
-	kill "$SERVER_PID" 2>/dev/null
-	wait "$SERVER_PID" 2>/dev/null
-	SERVER_PID=
-	return 1
-}
-
-stop_server() {
-	kill "$SERVER_PID" 2>/dev/null
-	wait "$SERVER_PID" 2>/dev/null
-	SERVER_PID=
-}
+# --- redis-server and xroom (bench/servers.sh) ------------------------------
+start_redis
 
 # start_second_server starts another instance of the same server on the
 # same Redis: SERVER2_ADDR, SERVER2_PID.
