@@ -18,6 +18,10 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 3 ] || { sed -n '2,16p' "$0"; exit 2; }
 ROUNDS=$1; BUILDS=$2; shift 2
+for cmd in redis-server redis-cli go python3; do
+	command -v "$cmd" >/dev/null || { echo "ab.sh: $cmd not found. On Debian: apt-get install -y redis-server redis-tools python3 (and Go from https://go.dev/dl)" >&2; exit 2; }
+done
+case $ROUNDS in '' | *[!0-9]*) echo "ab.sh: ROUNDS must be a number, not \"$ROUNDS\"" >&2; exit 2 ;; esac
 OUT=${OUT:-$ROOT/bench/results/ab-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT" || exit 2
 cd "$ROOT" || exit 2
@@ -37,7 +41,8 @@ for b in $BUILDS; do
 		n=$(basename "$b")
 		cp "$b" "$OUT/xroom-$n" || exit 2
 	else
-		n=$(git rev-parse --short "$b") || exit 2
+		n=$(git rev-parse --short --verify --quiet "$b^{commit}") ||
+			{ echo "ab.sh: $b is neither an xroom binary nor a git revision" >&2; exit 2; }
 		build_rev "$n" "$OUT/xroom-$n" || exit 2
 	fi
 	NAMES+=("$n")
